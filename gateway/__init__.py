@@ -1,0 +1,1 @@
+"""The trapgate node: receivers, pipeline, sinks, admin API, config and CLI."""

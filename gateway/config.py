@@ -1,0 +1,237 @@
+"""The node's configuration: TOML in, validated dataclasses out.
+
+Strategy: every section is a frozen dataclass whose fields are the keys, with
+the embedded defaults as field defaults. `_build` walks a table against the
+dataclass, so an unknown key, a wrong type or a value out of range is reported
+as `ConfigError` naming the dotted key. Receivers are a table of named tables,
+each with a `type`; when a config file has a `[receivers]` table it replaces
+the default set as a whole.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import ConfigError
+
+RECEIVER_TYPES = ("udp", "tcp", "http")
+SINK_TYPES = ("stdout", "file")
+DEDUP_MODES = ("exact", "suppress")
+STORES = ("memory",)
+
+
+def parse_address(key: str, value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6), or raise `ConfigError`."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"{value!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Who this node is."""
+
+    name: str = field(default_factory=socket.gethostname)
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """One listening socket and the format it carries."""
+
+    type: str
+    format: str
+    address: str
+    rcvbuf: int = 32 * 1024 * 1024
+    max_frame: int = 64 * 1024
+    max_body: int = 1024 * 1024
+    max_connections: int = 1024
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The admin HTTP API (health, metrics, status)."""
+
+    address: str = "127.0.0.1:9180"
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Fingerprint window and store."""
+
+    mode: str = "exact"
+    window: float = 30.0
+    store: str = "memory"
+    max_entries: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """Where forwarded events go, one JSON object a line."""
+
+    type: str = "stdout"
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class QuarantineConfig:
+    """Where malformed input is kept, and how much of it."""
+
+    path: str = "trapgate-quarantine.jsonl"
+    max_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Batching and overload limits."""
+
+    batch_size: int = 1024
+    flush_ms: float = 5.0
+    max_queued: int = 262_144
+
+
+DEFAULT_RECEIVERS = {
+    "syslog_udp": ReceiverConfig(type="udp", format="syslog", address="127.0.0.1:1514"),
+    "syslog_tcp": ReceiverConfig(type="tcp", format="syslog", address="127.0.0.1:1514"),
+    "custom_http": ReceiverConfig(type="http", format="custom", address="127.0.0.1:8082"),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole node configuration."""
+
+    node: NodeConfig = field(default_factory=NodeConfig)
+    receivers: dict[str, ReceiverConfig] = field(default_factory=lambda: dict(DEFAULT_RECEIVERS))
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    sink: SinkConfig = field(default_factory=SinkConfig)
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+
+T = TypeVar("T")
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(key, f"must be {_TYPE_NAMES.get(hint, hint)}, not {value!r}")
+    return value
+
+
+def _build(cls: type[T], table: Any, prefix: str) -> T:
+    if not isinstance(table, dict):
+        raise ConfigError(prefix, "must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}", f"unknown key (known: {', '.join(known)})")
+    values = {}
+    for name, f in known.items():
+        key = f"{prefix}.{name}"
+        if name in table:
+            values[name] = _check_type(key, table[name], hints[name])
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(key, "is required")
+    return cls(**values)
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(key, f"must be greater than 0, not {value}")
+
+
+def _one_of(key: str, value: str, allowed: typing.Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ConfigError(key, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
+    formats = tuple(known_formats)
+    if not config.receivers:
+        raise ConfigError("receivers", "at least one receiver is required")
+    for name, r in config.receivers.items():
+        key = f"receivers.{name}"
+        _one_of(f"{key}.type", r.type, RECEIVER_TYPES)
+        _one_of(f"{key}.format", r.format, formats)
+        parse_address(f"{key}.address", r.address)
+        for limit in ("rcvbuf", "max_frame", "max_body", "max_connections"):
+            _positive(f"{key}.{limit}", getattr(r, limit))
+    parse_address("admin.address", config.admin.address)
+    _one_of("dedup.mode", config.dedup.mode, DEDUP_MODES)
+    _one_of("dedup.store", config.dedup.store, STORES)
+    _positive("dedup.window", config.dedup.window)
+    _positive("dedup.max_entries", config.dedup.max_entries)
+    _one_of("sink.type", config.sink.type, SINK_TYPES)
+    if config.sink.type == "file" and not config.sink.path:
+        raise ConfigError("sink.path", "is required when sink.type is 'file'")
+    _positive("quarantine.max_bytes", config.quarantine.max_bytes)
+    _positive("pipeline.batch_size", config.pipeline.batch_size)
+    _positive("pipeline.flush_ms", config.pipeline.flush_ms)
+    _positive("pipeline.max_queued", config.pipeline.max_queued)
+    if not config.node.name:
+        raise ConfigError("node.name", "must not be empty")
+
+
+_SECTIONS: dict[str, type] = {
+    "node": NodeConfig,
+    "admin": AdminConfig,
+    "dedup": DedupConfig,
+    "sink": SinkConfig,
+    "quarantine": QuarantineConfig,
+    "pipeline": PipelineConfig,
+}
+
+
+def config_from_dict(data: dict[str, Any], known_formats: typing.Iterable[str]) -> Config:
+    """Build and validate a `Config` from a parsed TOML document."""
+    sections: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "receivers":
+            if not isinstance(value, dict):
+                raise ConfigError("receivers", "must be a table of named receivers")
+            sections["receivers"] = {
+                name: _build(ReceiverConfig, table, f"receivers.{name}")
+                for name, table in value.items()
+            }
+        elif key in _SECTIONS:
+            sections[key] = _build(_SECTIONS[key], value, key)
+        else:
+            known = ", ".join(["receivers", *_SECTIONS])
+            raise ConfigError(key, f"unknown section (known: {known})")
+    config = Config(**sections)
+    _validate(config, known_formats)
+    return config
+
+
+def load_config(path: str | Path, known_formats: typing.Iterable[str]) -> Config:
+    """Read and validate a TOML config file; every failure is a `ConfigError`."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
+    return config_from_dict(data, known_formats)
+
+
+def default_config(known_formats: typing.Iterable[str]) -> Config:
+    """The embedded defaults, validated like any other config."""
+    config = Config()
+    _validate(config, known_formats)
+    return config
+
+

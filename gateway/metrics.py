@@ -1,0 +1,90 @@
+"""Counters every component keeps, and their Prometheus exposition.
+
+Strategy: the hot path increments plain ints on a `Counters` object (a
+prometheus_client counter costs a lock per increment); a collector turns them
+into metric families when `/metrics` is scraped. Every component has the same
+shape: received, sent, dropped by reason, errors by reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+@dataclass
+class Counters:
+    """The counters of one component (a receiver, the dedup stage, a sink).
+
+    `live_drops` is read at scrape time for drops counted elsewhere (the
+    kernel's counter of a socket); its reasons are added to `dropped`.
+    """
+
+    component: str
+    kind: str
+    received: int = 0
+    sent: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    live_drops: Callable[[], dict[str, int]] | None = None
+
+    def all_dropped(self) -> dict[str, int]:
+        """`dropped` plus whatever `live_drops` reports now."""
+        total = dict(self.dropped)
+        if self.live_drops is not None:
+            for reason, n in self.live_drops().items():
+                total[reason] = total.get(reason, 0) + n
+        return total
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready view for `/status`."""
+        return {
+            "kind": self.kind,
+            "received": self.received,
+            "sent": self.sent,
+            "dropped": self.all_dropped(),
+            "errors": dict(self.errors),
+        }
+
+
+class _Collector(Collector):
+    def __init__(
+        self, components: Iterable[Counters], gauges: Callable[[], dict[str, float]]
+    ) -> None:
+        self._components = list(components)
+        self._gauges = gauges
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        labels = ["component", "kind"]
+        received = CounterMetricFamily("trapgate_received", "Items a component took in.", labels=labels)
+        sent = CounterMetricFamily("trapgate_sent", "Items a component passed on.", labels=labels)
+        dropped = CounterMetricFamily(
+            "trapgate_dropped", "Items a component lost or discarded, by reason.", labels=[*labels, "reason"]
+        )
+        errors = CounterMetricFamily(
+            "trapgate_errors", "Errors a component met, by reason.", labels=[*labels, "reason"]
+        )
+        for c in self._components:
+            key = [c.component, c.kind]
+            received.add_metric(key, c.received)
+            sent.add_metric(key, c.sent)
+            for reason, n in sorted(c.all_dropped().items()):
+                dropped.add_metric([*key, reason], n)
+            for reason, n in sorted(c.errors.items()):
+                errors.add_metric([*key, reason], n)
+        yield from (received, sent, dropped, errors)
+        for name, value in sorted(self._gauges().items()):
+            yield GaugeMetricFamily(f"trapgate_{name}", name.replace("_", " ") + ".", value=value)
+
+
+def exposition(components: Iterable[Counters], gauges: Callable[[], dict[str, float]]) -> bytes:
+    """The Prometheus text format for `components` and the current gauges."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(components, gauges))
+    return generate_latest(registry)

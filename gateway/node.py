@@ -1,0 +1,113 @@
+"""One trapgate node: the components of a `Config`, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from typing import Any
+
+from dedup import Deduplicator, MemoryStore, Mode
+from formats import get_parser
+from gateway import metrics
+from gateway.admin import AdminServer
+from gateway.config import Config
+from gateway.errors import GatewayError
+from gateway.pipeline import Pipeline
+from gateway.quarantine import Quarantine
+from gateway.receivers import Receiver, build_receiver
+from gateway.sinks import open_sink
+
+
+class Node:
+    """Receivers -> pipeline -> sink, plus the admin API, for one config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.quarantine = Quarantine(config.quarantine.path, config.quarantine.max_bytes)
+        self.sink = open_sink(config.sink)
+        store = MemoryStore(config.dedup.max_entries)
+        dedup = Deduplicator(
+            store,
+            mode=Mode(config.dedup.mode),
+            window=config.dedup.window,
+            max_entries=config.dedup.max_entries,
+        )
+        p = config.pipeline
+        self.pipeline = Pipeline(
+            config.node.name, dedup, self.sink, self.quarantine, p.batch_size, p.flush_ms, p.max_queued
+        )
+        self.receivers: list[Receiver] = [
+            build_receiver(rc, self.pipeline.intake(name, get_parser(rc.format), rc.type))
+            for name, rc in config.receivers.items()
+        ]
+        self.admin = AdminServer(config.admin.address, self.metrics, self.status, self.healthy)
+        self._started: list[Receiver | AdminServer] = []
+
+    def counters(self) -> list[metrics.Counters]:
+        """Every component's counters, receivers first."""
+        return [
+            *(r.intake.counters for r in self.receivers),
+            self.pipeline.counters,
+            self.sink.counters,
+            self.quarantine.counters,
+        ]
+
+    def metrics(self) -> bytes:
+        """The Prometheus exposition of the node."""
+        return metrics.exposition(self.counters(), self.pipeline.gauges)
+
+    def status(self) -> dict[str, Any]:
+        """What `/status` shows: identity, uptime, components, gauges."""
+        return {
+            "node": self.config.node.name,
+            "role": "single",
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+            "dedup": {"mode": self.config.dedup.mode, "window": self.config.dedup.window,
+                      "store": self.config.dedup.store},
+            "components": {c.component: c.snapshot() for c in self.counters()},
+            "gauges": self.pipeline.gauges(),
+        }
+
+    def healthy(self) -> bool:
+        """True while the pipeline worker runs."""
+        worker = self.pipeline._worker
+        return worker is not None and not worker.done()
+
+    async def start(self) -> list[str]:
+        """Start everything; on a failure, stop what started and re-raise."""
+        self.pipeline.start()
+        lines = []
+        components: list[Receiver | AdminServer] = [*self.receivers, self.admin]
+        try:
+            for component in components:
+                lines.append(await component.start())
+                self._started.append(component)
+        except GatewayError:
+            await self.stop()
+            raise
+        return lines
+
+    async def stop(self) -> None:
+        """Stop receiving, forward what was received, close the sink."""
+        for component in reversed(self._started):
+            await component.stop()
+        self._started.clear()
+        await self.pipeline.stop()
+        self.sink.close()
+
+
+async def serve(config: Config) -> None:
+    """Run a node until SIGINT or SIGTERM, then stop it cleanly."""
+    node = Node(config)
+    for line in await node.start():
+        print(f"trapgate: listening {line}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("trapgate: stopping", file=sys.stderr, flush=True)
+    await node.stop()

@@ -1,0 +1,235 @@
+"""The per-batch stages of a node: parse, fingerprint and claim, forward.
+
+Strategy: receivers do one thing per packet, an append to their `Intake`.
+An intake hands its list to the pipeline as a batch when it is full or when
+the flush timer fires, whichever comes first. A single worker task takes
+batches in order and runs the stages on the whole batch; it yields to the
+loop after every batch so that receiving goes on while it works. The queue
+between the two is bounded in events: a batch that does not fit is shed and
+counted against its receiver (invariant 5). A batch whose sink write fails is
+retried with backoff until it succeeds or the node stops, so nothing that was
+claimed is lost (invariant 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dedup import Deduplicator
+from formats import Event, FormatError, Parser, Peer
+from gateway._render import render
+from gateway.errors import SinkError
+from gateway.metrics import Counters
+from gateway.quarantine import Quarantine
+from gateway.sinks import Sink
+
+log = logging.getLogger(__name__)
+
+RawItem = tuple[bytes, Peer, float]
+
+
+@dataclass
+class Batch:
+    """Work for the pipeline: raw items to parse, or events parsed already.
+
+    `done`, when set, resolves once the batch's events are forwarded (or
+    found to be duplicates), for receivers that acknowledge their senders.
+    """
+
+    source: Intake
+    raw: list[RawItem] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    done: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.raw) + len(self.events)
+
+
+class Intake:
+    """Where one receiver drops what it receives; batches are cut here."""
+
+    def __init__(self, pipeline: Pipeline, name: str, parser: Parser, kind: str) -> None:
+        self.pipeline = pipeline
+        self.name = name
+        self.parser = parser
+        self.counters = Counters(name, kind)
+        self.items: list[RawItem] = []
+        self._batch_size = pipeline.batch_size
+
+    def add(self, data: bytes, peer: Peer) -> None:
+        """Queue one raw input; the hot path of every receiver."""
+        items = self.items
+        items.append((data, peer, time.time()))
+        if len(items) >= self._batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the items gathered so far to the pipeline."""
+        if self.items:
+            items, self.items = self.items, []
+            self.counters.received += len(items)
+            self.pipeline.submit(Batch(self, raw=items))
+
+    def reject(self, peer: Peer, error: FormatError, raw: bytes) -> None:
+        """Count and quarantine input the receiver itself found malformed."""
+        self.counters.received += 1
+        self.pipeline.reject(self, peer, error, raw)
+
+
+class Pipeline:
+    """Batches in, forwarded JSON lines out; one worker task."""
+
+    def __init__(
+        self,
+        node: str,
+        dedup: Deduplicator,
+        sink: Sink,
+        quarantine: Quarantine,
+        batch_size: int,
+        flush_ms: float,
+        max_queued: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.dedup = dedup
+        self.sink = sink
+        self.quarantine = quarantine
+        self.batch_size = batch_size
+        self.flush_interval = flush_ms / 1000.0
+        self.max_queued = max_queued
+        self.clock = clock
+        self.intakes: list[Intake] = []
+        self.counters = Counters("dedup", "stage")
+        self.queued = 0
+        self._queue: deque[Batch] = deque()
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopping = False
+
+    def intake(self, name: str, parser: Parser, kind: str) -> Intake:
+        """A new intake for the receiver called `name`."""
+        intake = Intake(self, name, parser, kind)
+        self.intakes.append(intake)
+        return intake
+
+    def start(self) -> None:
+        """Start the worker and the flush timer on the running loop."""
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+        self._tick()
+
+    def _tick(self) -> None:
+        for intake in self.intakes:
+            intake.flush()
+        self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._tick)
+
+    def submit(self, batch: Batch) -> bool:
+        """Queue `batch`, or shed it when the queue is full; False if shed."""
+        n = len(batch)
+        if self.queued + n > self.max_queued or self._stopping:
+            batch.source.counters.dropped["shed"] += n
+            if batch.done is not None and not batch.done.done():
+                batch.done.set_result(None)
+            return False
+        self.queued += n
+        self._queue.append(batch)
+        self._wakeup.set()
+        return True
+
+    def reject(self, intake: Intake, peer: Peer, error: FormatError, raw: bytes) -> None:
+        """Count a malformed input by reason and quarantine it."""
+        intake.counters.errors[error.reason] += 1
+        self.quarantine.put(intake.name, intake.parser.name, peer, error.reason, str(error), raw)
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = queue.popleft()
+            n = len(batch)
+            try:
+                await self._process(batch)
+            finally:
+                self.queued -= n
+                if batch.done is not None and not batch.done.done():
+                    batch.done.set_result(None)
+            # Let the receivers read their sockets before the next batch.
+            await asyncio.sleep(0)
+
+    def _parse(self, batch: Batch) -> list[Event]:
+        intake = batch.source
+        parse = intake.parser.parse
+        events = list(batch.events)
+        for data, peer, t in batch.raw:
+            try:
+                events.append(parse(data, peer, t))
+            except FormatError as exc:
+                self.reject(intake, peer, exc, data)
+            except Exception as exc:  # a parser bug must not stop the receiver
+                log.exception("parser %s failed on input from %s", intake.parser.name, peer)
+                self.reject(intake, peer, FormatError(repr(exc), "parser_bug"), data)
+        return events
+
+    async def _process(self, batch: Batch) -> None:
+        events = self._parse(batch)
+        if not events:
+            return
+        counters = self.counters
+        counters.received += len(events)
+        decisions = await self.dedup.decide(events)
+        node = self.node
+        lines = [render(d, node) for d in decisions if d.forward]
+        counters.dropped["duplicate"] += len(decisions) - len(lines)
+        counters.sent += len(lines)
+        batch.source.counters.sent += len(events)
+        if lines:
+            await self._write(lines)
+
+    async def _write(self, lines: list[bytes]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.sink.write(lines)
+                return
+            except SinkError as exc:
+                log.error("%s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def drain(self) -> None:
+        """Flush every intake and wait until the queue is empty."""
+        for intake in self.intakes:
+            intake.flush()
+        while self._queue or self.queued:
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        """Drain, then stop the timer and the worker; later input is shed."""
+        await self.drain()
+        self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    def gauges(self) -> dict[str, float]:
+        """Queue depth, open windows and store figures, for `/metrics`."""
+        stats = self.dedup.store.stats()
+        return {
+            "queued_events": self.queued,
+            "dedup_open_windows": self.dedup.open_windows(),
+            "dedup_window_evictions_total": self.dedup.evicted,
+            "store_entries": stats.get("entries", 0),
+            "store_evictions_total": stats.get("evicted", 0),
+        }

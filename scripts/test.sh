@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run all of it.
+#
+# System packages (util-linux logger, Net-SNMP tools, snmptrapd, redis-server,
+# rsyslog, curl) come from apt when run as root and missing; Python packages
+# go into .venv. The tests start their own servers on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v logger >/dev/null || need+=(bsdutils)
+command -v snmptrap >/dev/null || need+=(snmp)
+command -v snmptrapd >/dev/null || need+=(snmptrapd)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v rsyslogd >/dev/null || need+=(rsyslog)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "test.sh: missing system packages (run as root to install): ${need[*]}" >&2
+    fi
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+
+.venv/bin/python -m ruff check formats dedup gateway bench tests
+.venv/bin/python -m mypy
+# pytest exits 5 when it collected no test: that is a failure here too.
+exec .venv/bin/python -m pytest "$@"

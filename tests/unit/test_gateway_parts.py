@@ -1,0 +1,121 @@
+"""Rendering, quarantine and the pipeline's shedding, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+
+import orjson
+
+from dedup import Decision, Deduplicator, MemoryStore
+from formats import Event, FormatError, Peer
+from gateway._render import render, rfc3339
+from gateway.metrics import Counters, exposition
+from gateway.pipeline import Pipeline
+from gateway.quarantine import Quarantine
+
+
+def test_rfc3339_is_utc_with_microseconds() -> None:
+    assert rfc3339(0.0) == "1970-01-01T00:00:00.000000Z"
+    assert rfc3339(1709287200.25) == "2024-03-01T10:00:00.250000Z"
+    assert rfc3339(1709287201.5) == "2024-03-01T10:00:01.500000Z"
+
+
+def test_render_puts_envelope_first_and_envelope_wins_on_clash() -> None:
+    e = Event("x", ("10.0.0.1", 5), 0.0, {"msg": "m", "node": "spoofed"}, b"", ("m",))
+    doc = orjson.loads(render(Decision(e, 0xFF, "00000000000000ff-1", True), "n1"))
+    assert list(doc)[:6] == ["id", "fingerprint", "format", "peer", "received_at", "node"]
+    assert doc["node"] == "n1" and doc["msg"] == "m" and doc["fingerprint"] == "00000000000000ff"
+
+
+def test_quarantine_keeps_raw_bytes_and_rotates_under_its_cap(tmp_path: Path) -> None:
+    q = Quarantine(str(tmp_path / "q.jsonl"), max_bytes=4000)
+    for i in range(40):
+        q.put("r", "syslog", ("10.0.0.1", 99), "bad_pri", "boom", b"\xff\x00raw%d" % i)
+    files = list(tmp_path.iterdir())
+    assert {f.name for f in files} == {"q.jsonl", "q.jsonl.1"}
+    assert sum(f.stat().st_size for f in files) <= 4000
+    last = json.loads((tmp_path / "q.jsonl").read_text().splitlines()[-1])
+    assert base64.b64decode(last["raw_b64"]) == b"\xff\x00raw39"
+    assert last["peer"] == "10.0.0.1:99" and last["reason"] == "bad_pri"
+    assert q.counters.sent == 40
+
+
+def test_quarantine_counts_a_record_too_large_to_keep(tmp_path: Path) -> None:
+    q = Quarantine(str(tmp_path / "q.jsonl"), max_bytes=1000)
+    q.put("r", "syslog", ("h", 1), "x", "y", b"z" * 2000)
+    assert q.counters.dropped["too_large"] == 1 and not (tmp_path / "q.jsonl").exists()
+
+
+class Parser:
+    name = "test"
+
+    def parse(self, data: bytes, peer: Peer, received_at: float) -> Event:
+        if data == b"bad":
+            raise FormatError("bad input", "bad")
+        if data == b"bug":
+            raise ZeroDivisionError
+        return Event("test", peer, received_at, {"d": data.decode()}, data, (data,))
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.counters = Counters("list", "sink")
+        self.lines: list[bytes] = []
+
+    async def write(self, lines: list[bytes]) -> None:
+        self.lines += lines
+
+    def close(self) -> None:
+        pass
+
+
+def make_pipeline(tmp_path: Path, max_queued: int = 1000) -> tuple[Pipeline, ListSink]:
+    sink = ListSink()
+    p = Pipeline("n", Deduplicator(MemoryStore()), sink, Quarantine(str(tmp_path / "q"), 10_000),
+                 batch_size=4, flush_ms=1.0, max_queued=max_queued)
+    return p, sink
+
+
+def test_pipeline_forwards_counts_errors_and_survives_parser_bugs(tmp_path: Path) -> None:
+    async def main() -> tuple[Pipeline, ListSink]:
+        p, sink = make_pipeline(tmp_path)
+        intake = p.intake("r", Parser(), "udp")
+        p.start()
+        for data in (b"a", b"bad", b"bug", b"b", b"c"):
+            intake.add(data, ("h", 1))
+        await p.stop()
+        return p, sink
+
+    p, sink = asyncio.run(main())
+    assert [orjson.loads(line)["d"] for line in sink.lines] == ["a", "b", "c"]
+    counters = p.intakes[0].counters
+    assert counters.received == 5 and counters.errors == {"bad": 1, "parser_bug": 1}
+
+
+def test_pipeline_sheds_batches_past_its_queue_limit_and_counts_them(tmp_path: Path) -> None:
+    async def main() -> Pipeline:
+        p, _ = make_pipeline(tmp_path, max_queued=8)
+        intake = p.intake("r", Parser(), "udp")
+        p.start()
+        for i in range(20):  # nothing is processed between these calls
+            intake.add(b"%d" % i, ("h", 1))
+        await p.stop()
+        return p
+
+    p = asyncio.run(main())
+    c = p.intakes[0].counters
+    assert c.dropped["shed"] == 12 and p.counters.sent == 8
+
+
+def test_exposition_has_every_component_and_gauge() -> None:
+    c = Counters("udp1", "udp", received=3)
+    c.dropped["shed"] = 2
+    c.live_drops = lambda: {"kernel": 7}
+    text = exposition([c], lambda: {"queued_events": 5}).decode()
+    assert 'trapgate_received_total{component="udp1",kind="udp"} 3.0' in text
+    assert 'trapgate_dropped_total{component="udp1",kind="udp",reason="kernel"} 7.0' in text
+    assert 'trapgate_dropped_total{component="udp1",kind="udp",reason="shed"} 2.0' in text
+    assert "trapgate_queued_events 5.0" in text
