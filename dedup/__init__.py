@@ -4,14 +4,14 @@
 of them to forward.
 """
 
-from dedup._dedup import Decision, Deduplicator, Mode
+from dedup._dedup import Decisions, Deduplicator, Mode
 from dedup._fingerprint import event_id, fingerprint
 from dedup._store import Claim, Store, StoreError
 from dedup.memory import MemoryStore
 
 __all__ = [
     "Claim",
-    "Decision",
+    "Decisions",
     "Deduplicator",
     "MemoryStore",
     "Mode",

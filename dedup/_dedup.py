@@ -7,6 +7,8 @@ that each received the same three copies therefore claim (f,1) (f,2) (f,3)
 each, and exactly three are forwarded. `suppress` mode claims (f, 1) only: one
 forward per fingerprint per window, the rest are counted as suppressed.
 Time comes from `clock` and hashing from `hash`, so tests can replace both.
+The per-event work is kept to list comprehensions over plain tuples: it runs
+for every packet.
 """
 
 from __future__ import annotations
@@ -29,19 +31,12 @@ class Mode(StrEnum):
     SUPPRESS = "suppress"
 
 
-class Decision(NamedTuple):
-    """The verdict on one event of a batch."""
+class Decisions(NamedTuple):
+    """The verdicts on a batch, as lists parallel to its events."""
 
-    event: Event
-    fingerprint: int
-    id: str
-    forward: bool
-
-
-@dataclass
-class _Window:
-    closes_at: float
-    count: int
+    fingerprints: list[str]
+    ids: list[str]
+    forward: list[bool]
 
 
 @dataclass
@@ -58,52 +53,59 @@ class Deduplicator:
     window: float = 30.0
     max_entries: int = 1_000_000
     clock: Callable[[], float] = time.time
-    hash: Callable[[Event], int] = fingerprint
+    hash: Callable[[Event], str] = fingerprint
     evicted: int = 0
-    _windows: dict[int, _Window] = field(default_factory=dict)
+    # Open windows: fingerprint -> closing time, and -> copies so far. Two
+    # dicts of atoms rather than one of lists, so the collector never walks
+    # them; insertion order is closing order.
+    _closes: dict[str, float] = field(default_factory=dict)
+    _copies: dict[str, int] = field(default_factory=dict)
 
     def _expire(self, now: float) -> None:
-        windows = self._windows
-        while windows:
-            fp = next(iter(windows))
-            if windows[fp].closes_at > now:
+        closes = self._closes
+        while closes:
+            fp = next(iter(closes))
+            if closes[fp] > now:
                 break
-            del windows[fp]
+            del closes[fp], self._copies[fp]
 
     def _cap(self) -> None:
-        windows = self._windows
-        while len(windows) > self.max_entries:
-            del windows[next(iter(windows))]
+        closes = self._closes
+        while len(closes) > self.max_entries:
+            fp = next(iter(closes))
+            del closes[fp], self._copies[fp]
             self.evicted += 1
 
-    def _occurrence(self, fp: int, now: float) -> tuple[int, float]:
-        w = self._windows.get(fp)
-        if w is None or w.closes_at <= now:
-            if w is not None:
-                del self._windows[fp]
-            w = self._windows[fp] = _Window(now + self.window, 0)
-        w.count += 1
-        return w.count, w.closes_at
+    def _claims_exact(self, fps: list[str], now: float) -> list[Claim]:
+        closes, copies = self._closes, self._copies
+        opens_until = now + self.window
+        claims = []
+        for fp in fps:
+            closes_at = closes.get(fp)
+            if closes_at is None or closes_at <= now:
+                if closes_at is not None:
+                    del closes[fp]
+                closes_at = closes[fp] = opens_until
+                k = copies[fp] = 1
+            else:
+                k = copies[fp] = copies[fp] + 1
+            claims.append((event_id(fp, k), closes_at))
+        self._cap()
+        return claims
 
-    async def decide(self, events: Sequence[Event]) -> list[Decision]:
-        """One `Decision` per event, in order; the store is asked once."""
+    async def decide(self, events: Sequence[Event]) -> Decisions:
+        """Verdicts for `events`, in order; the store is asked once."""
         now = self.clock()
         self._expire(now)
         fps = [self.hash(e) for e in events]
-        claims = []
         if self.mode is Mode.EXACT:
-            for fp in fps:
-                k, closes_at = self._occurrence(fp, now)
-                claims.append(Claim(fp, k, closes_at))
-            self._cap()
+            claims = self._claims_exact(fps, now)
         else:
-            claims = [Claim(fp, 1, now + self.window) for fp in fps]
+            closes_at = now + self.window
+            claims = [(event_id(fp, 1), closes_at) for fp in fps]
         won = await self.store.claim(claims, now) if claims else []
-        return [
-            Decision(e, c.fingerprint, event_id(c.fingerprint, c.occurrence), w)
-            for e, c, w in zip(events, claims, won, strict=True)
-        ]
+        return Decisions(fps, [key for key, _ in claims], won)
 
     def open_windows(self) -> int:
         """How many fingerprints have an open occurrence window."""
-        return len(self._windows)
+        return len(self._closes)

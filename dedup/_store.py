@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import Protocol, TypeAlias
+
+Claim: TypeAlias = tuple[str, float]
+"""A request to own an event id (``fingerprint-occurrence``) until ``expires_at``.
+
+A plain tuple of atoms: one is built per event on the hot path, and the store
+keeps only strings and floats, which the garbage collector never traverses.
+"""
 
 
 class StoreError(Exception):
@@ -14,21 +21,13 @@ class StoreError(Exception):
         self.reason = reason
 
 
-class Claim(NamedTuple):
-    """A request to own key `(fingerprint, occurrence)` until `expires_at`."""
-
-    fingerprint: int
-    occurrence: int
-    expires_at: float
-
-
 class Store(Protocol):
-    """Remembers which `(fingerprint, occurrence)` keys were claimed."""
+    """Remembers which event ids were claimed."""
 
     async def claim(self, claims: Sequence[Claim], now: float) -> list[bool]:
-        """Claim every key in one call; True where this call won the key.
+        """Claim every id in one call; True where this call won it.
 
-        A key already held and not expired at `now` is not won again.
+        An id already held and not expired at `now` is not won again.
         """
         ...
 

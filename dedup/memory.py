@@ -23,7 +23,7 @@ class MemoryStore:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
         self.evicted = 0
-        self._expires: dict[tuple[int, int], float] = {}
+        self._expires: dict[str, float] = {}
 
     def _expire(self, now: float) -> None:
         expires = self._expires
@@ -38,8 +38,7 @@ class MemoryStore:
         self._expire(now)
         expires = self._expires
         won = []
-        for fp, occurrence, expires_at in claims:
-            key = (fp, occurrence)
+        for key, expires_at in claims:
             held_until = expires.get(key)
             if held_until is not None:
                 if held_until > now:

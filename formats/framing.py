@@ -15,6 +15,8 @@ reports it, turns `broken` and discards the rest of the connection.
 
 from __future__ import annotations
 
+import re
+
 from formats._base import FormatError
 
 # Bytes some octet-counting senders put between frames.
@@ -46,8 +48,10 @@ class SyslogStreamDecoder:
         if max_frame < 1:
             raise ValueError("max_frame must be positive")
         self._max = max_frame
-        # Header bytes examined before a missing space is an error.
         self._max_digits = len(str(max_frame))
+        self._header = re.compile(
+            rb"[%s]*+([1-9][0-9]{0,%d}) " % (re.escape(_SEPARATORS), self._max_digits - 1)
+        )
         self._buf = bytearray()
         self._octet_counting: bool | None = None
         self._skipping = False
@@ -133,31 +137,44 @@ class SyslogStreamDecoder:
         buf += data
         size = len(buf)
         pos = 0
+        header = self._header
         while True:
-            while pos < size and buf[pos] in _SEPARATORS:
-                pos += 1
-            if pos >= size:
+            m = header.match(buf, pos)
+            if m is None:
+                error = self._header_error(buf, pos)
+                if error is not None:
+                    return self._break(out, *error)
                 break
-            # A valid MSG-LEN has at most `_max_digits` digits, so the space
-            # must come within that window plus one.
-            space = buf.find(b" ", pos, pos + self._max_digits + 1)
-            head = buf[pos : pos + self._max_digits + 1] if space < 0 else buf[pos:space]
-            if not head.isdigit() or head[0] == 0x30:
-                return self._break(out, "bad_octet_count", f"bad MSG-LEN {bytes(head)!r}")
-            if space < 0:
-                if len(head) > self._max_digits:
-                    return self._break(out, "frame_too_large", "MSG-LEN too long")
-                break
-            length = int(head)
+            length = int(m.group(1))
             if length > self._max:
                 return self._break(out, "frame_too_large", f"MSG-LEN {length} exceeds {self._max}")
-            stop = space + 1 + length
+            start = m.end()
+            stop = start + length
             if stop > size:
                 break
-            out.append(bytes(buf[space + 1 : stop]))
+            out.append(bytes(buf[start:stop]))
             pos = stop
         del buf[:pos]
         return out
+
+    def _header_error(self, buf: bytearray, pos: int) -> tuple[str, str] | None:
+        """Why no header matches at `pos`, or None when it may still arrive."""
+        size = len(buf)
+        while pos < size and buf[pos] in _SEPARATORS:
+            pos += 1
+        # A valid MSG-LEN has at most `_max_digits` digits, so its space comes
+        # within that many bytes plus one: a full window without it is an
+        # error, however the bytes were chunked.
+        window = pos + self._max_digits + 1
+        space = buf.find(b" ", pos, window)
+        head = buf[pos:window] if space < 0 else buf[pos:space]
+        if space < 0 and not head:
+            return None
+        if not head.isdigit() or head[0] == 0x30:
+            return "bad_octet_count", f"bad MSG-LEN {bytes(head)!r}"
+        if len(head) > self._max_digits:
+            return "frame_too_large", "MSG-LEN has too many digits"
+        return None
 
     def _break(
         self, out: list[bytes | FramingError], reason: str, message: str

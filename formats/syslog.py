@@ -1,17 +1,17 @@
 """Syslog: RFC 5424, RFC 3164 and the variants real devices send.
 
-Strategy: a message costs one or two compiled-pattern matches and a handful of
-bytes methods; no Python code runs per byte, and the common forms take no
-branch that the patterns could take instead. The first pattern matches a
-well-formed RFC 5424 header up to its STRUCTURED-DATA. When it fails, the
-second reads everything else: an optional PRI, an RFC 5424 VERSION (which then
-only means "malformed RFC 5424": `_reject_5424` finds the reason), else the
-RFC 3164 header with the variants of Cisco IOS (sequence number, origin host,
-``*``/``.`` clock markers, milliseconds, time zone), timestamps with a year or
-in RFC 3339 form, a missing HOSTNAME, and a TAG. RFC 5424 is strict and RFC
-3164 lenient (as its section 4.3.3 asks): a receiver cannot refuse what a
-device has already sent. Trailing LF, CR and NUL are framing, not content, and
-are cut before parsing, so they never reach `Event.identity`.
+Strategy: a message costs one or two compiled-pattern matches and a few bytes
+methods; no Python code runs per byte. `_RFC5424` takes a well-formed RFC 5424
+header in one match, a nil STRUCTURED-DATA included (SD-ELEMENTs go to
+`formats._syslog_sd`). Anything
+else goes to `_RFC3164`, whose parts are all optional so that it always
+matches: PRI, an RFC 5424 VERSION (the message is then malformed RFC 5424 and
+`_reject_5424` names the reason), the Cisco IOS prefixes (sequence number,
+origin host), a BSD or RFC 3339 TIMESTAMP, the HOSTNAME and the TAG. RFC 5424
+is parsed strictly. RFC 3164 is parsed leniently, as its section 4.3 asks:
+a receiver cannot refuse what a device already sent, so anything with a valid
+PRI, or none, is an event. Trailing LF, CR and NUL are framing, not content;
+they are cut first, so they never reach `Event.identity`.
 """
 
 from __future__ import annotations
@@ -36,48 +36,45 @@ _TS_5424 = rb"(?:-(?= )|\d{4}-\d\d-\d\d[Tt][^ ]*)"
 
 # Header fields are split on single spaces exactly as `bytes.split(b" ")`
 # would; a message this pattern refuses but whose VERSION was seen is malformed.
+# A nil STRUCTURED-DATA is consumed with the space and BOM after it; SD-ELEMENTs
+# (group 3 set) are left to `parse_structured_data`.
 _RFC5424 = re.compile(
     rb"<(\d{1,3})> *1 (" + _TS_5424 + rb" [^ ]+ [^ ]+ [^ ]+ [^ ]+)"
-    rb" (?:-(?: |\Z)|(?=\[))"
+    rb" (?:-(?: (?:\xef\xbb\xbf)?+|\Z)|(?=(\[)))"
 )
 
 _MONTH = rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_BSD_TS = (
+    rb"[*.]?"  # Cisco: '*' clock never set, '.' clock lost its sync
+    + _MONTH
+    + rb" {1,2}\d{1,2}(?: \d{4})?+ \d\d:\d\d:\d\d(?:\.\d{1,9})?+"
+    + rb"(?: [A-Z]{2,5}(?=: %))?+"  # Cisco time zone, before a mnemonic only
+)
+_RFC3339_TS = rb"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d{1,9})?+(?:[Zz]|[+-]\d\d:?\d\d)?+"
 # A TAG is a token ending in ':' or carrying '[pid]', followed by a space or
 # the end. Requiring the space keeps IPv6 hosts ('fe80::1') and URLs out.
-_TAG_SHAPE = rb"[^\s\[\]:]++(?:\[[^\]\s]*+\]:?|:)(?:\ |\Z)"
+_TAG_SHAPE = rb"[^\s\[\]:]++(?:\[[^\]\s]*+\]:?|:)(?: |\Z)"
+_TAG = rb"(?:(?P<tag>[^\s\[\]:]++)(?:\[(?P<pid>[^\]\s]*+)\]:?|:)(?: |\Z))?"
 _RFC3164 = re.compile(
-    rb"""
-    (?:<(?P<pri>\d{1,3})>\ *+                       # PRI, then a tolerated space
-      (?:(?P<version>\d{1,3})\ (?="""
-    + _TS_5424
-    + rb"""))?+
-    )?+
-    (?:
-      (?:(?P<seq>\d{1,10}):\ ++)?+                  # Cisco sequence number
-      (?:(?P<ohost>[A-Za-z0-9][\w.-]*+):\ ++)?+     # Cisco origin-id hostname
-      (?P<ts>
-          [*.]?"""  # Cisco: '*' clock never set, '.' clock lost sync
-    + _MONTH
-    + rb"""\ {1,2}\d{1,2}(?:\ \d{4})?+\ \d\d:\d\d:\d\d(?:\.\d{1,9})?+
-          (?:\ [A-Z]{2,5}(?=:\ %))?+                # Cisco time zone
-        | \d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d{1,9})?+(?:[Zz]|[+-]\d\d:?\d\d)?+
-      )
-      :?+(?:\ ++|\Z)                                # Cisco ends the time with ':'
-      # Missing HOSTNAME rule: the token after the TIMESTAMP is the HOSTNAME
-      # unless it is TAG-shaped or a Cisco '%FAC-SEV-MNEMONIC'. Host names and
-      # addresses never end in ':' nor contain '[', so a TAG there means the
-      # sender left the HOSTNAME out (logger, many embedded devices do).
-      (?(ohost)|
-        (?:(?!%|"""
-    + _TAG_SHAPE
-    + rb""")(?P<host>\S++)(?:\ ++|\Z))?+
-        (?::\ (?=%))?+                              # Cisco ASA: 'host : %ASA-...'
-      )
-    | (?P<seq_only>\d{1,10}):\ (?=%)                # Cisco without timestamps
-    )?
-    (?:(?P<tag>[^\s\[\]:]++)(?:\[(?P<pid>[^\]\s]*+)\]:?|:)(?:\ |\Z))?
-    """,
-    re.X,
+    b"".join(
+        [
+            rb"(?:<(?P<pri>\d{1,3})> *+",  # PRI, then tolerated spaces
+            rb"(?:(?P<version>\d{1,3}) (?=" + _TS_5424 + rb"))?+)?+",  # a 5424 VERSION
+            rb"(?:(?:(?P<seq>\d{1,10}): ++)?+",  # Cisco sequence number
+            rb"(?:(?P<ohost>[A-Za-z0-9][\w.-]*+): ++)?+",  # Cisco origin-id hostname
+            rb"(?P<ts>" + _BSD_TS + rb"|" + _RFC3339_TS + rb")",
+            rb":?+(?: ++|\Z)",  # Cisco ends the time with ':'
+            # Missing HOSTNAME rule: the token after the TIMESTAMP is the
+            # HOSTNAME unless it is TAG-shaped or a Cisco '%FAC-SEV-MNEMONIC'.
+            # Host names and addresses never end in ':' nor contain '[', so a
+            # TAG there means the sender left the HOSTNAME out, as logger and
+            # many embedded devices do. After an origin-id there is none.
+            rb"(?(ohost)|(?:(?!%|" + _TAG_SHAPE + rb")(?P<host>\S++)(?: ++|\Z))?+",
+            rb"(?:: (?=%))?+)",  # Cisco ASA: 'host : %ASA-6-302013: ...'
+            rb"|(?P<seq_only>\d{1,10}): (?=%))?",  # Cisco without timestamps
+            _TAG,
+        ]
+    )
 )
 
 
@@ -115,13 +112,13 @@ class SyslogParser:
     def parse(self, data: bytes, peer: Peer, received_at: float) -> Event:
         """Return the event in one syslog message, or raise `FormatError`."""
         body = data.rstrip(_TRAILER)
-        m = _RFC5424.match(body)
-        if m is not None:
-            return self._event_5424(data, body, m, peer, received_at)
-        if not body.startswith(b"<"):
+        if not body or body[0] != 0x3C:  # '<'
             body = body.lstrip(_LEADING_JUNK)
             if not body:
                 raise FormatError("empty message", "empty")
+        m = _RFC5424.match(body)
+        if m is not None:
+            return self._event_5424(data, body, m, peer, received_at)
         m = _RFC3164.match(body)
         # Every part of the pattern is optional: it always matches.
         assert m is not None
@@ -175,7 +172,7 @@ class SyslogParser:
     def _event_5424(
         self, data: bytes, body: bytes, m: re.Match[bytes], peer: Peer, received_at: float
     ) -> Event:
-        pri_text, header = m.groups()
+        pri_text, header, sd_start = m.groups()
         pri = int(pri_text)
         if pri > _MAX_PRI:
             raise FormatError(f"PRI {pri} is above {_MAX_PRI}", "bad_pri")
@@ -183,13 +180,13 @@ class SyslogParser:
         end = m.end()
         sd: StructuredData
         sd_key: bytes | None
-        if body.startswith(b"[", end):
+        if sd_start is None:
+            sd, sd_key, msg_raw = {}, None, body[end:]
+        else:
             sd, sd_end, sd_key = parse_structured_data(body[end:])
             msg_raw = body[end + sd_end + 1 :]
-        else:
-            sd, sd_key, msg_raw = {}, None, body[end:]
-        if msg_raw.startswith(_BOM):
-            msg_raw = msg_raw[3:]
+            if msg_raw.startswith(_BOM):
+                msg_raw = msg_raw[3:]
         timestamp = None if ts == "-" else ts
         hostname = None if host == "-" else host
         app_name = None if app == "-" else app

@@ -6,44 +6,42 @@ import time
 
 import orjson
 
-from dedup import Decision
+from formats import Event
 
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
-_second = -1
-_prefix = ""
+_millis = -1
+_text = ""
 
 
 def rfc3339(t: float) -> str:
-    """`t` (Unix seconds) as RFC 3339 UTC with microseconds.
+    """`t` (Unix seconds) as RFC 3339 UTC with milliseconds.
 
-    The date-and-time prefix is cached per second: events arrive in bursts
-    within the same second, and strftime is the costly part.
+    The last result is cached: at a high rate, consecutive events share the
+    millisecond, and formatting is most of the cost of rendering an event.
     """
-    global _second, _prefix
-    second = int(t)
-    if second != _second:
-        _prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _second = second
-    return f"{_prefix}.{int((t - second) * 1_000_000):06d}Z"
+    global _millis, _text
+    millis = int(t * 1000)
+    if millis != _millis:
+        seconds, ms = divmod(millis, 1000)
+        _text = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{ms:03d}Z"
+        _millis = millis
+    return _text
 
 
-def render(decision: Decision, node: str) -> bytes:
+def render(event: Event, fp: str, event_id: str, node: str) -> bytes:
     """The JSON line for a forwarded event; the envelope keys win over fields."""
-    event = decision.event
     base = {
-        "id": decision.id,
-        "fingerprint": f"{decision.fingerprint:016x}",
+        "id": event_id,
+        "fingerprint": fp,
         "format": event.format,
         "peer": event.peer[0],
         "received_at": rfc3339(event.received_at),
         "node": node,
     }
-    doc = {**base, **event.fields}
-    if len(doc) != len(base) + len(event.fields):
+    fields = event.fields
+    doc = {**base, **fields}
+    if len(doc) != 6 + len(fields):
         doc.update(base)
     return _dumps(doc, option=_NEWLINE)
-
-
-__all__ = ["render", "rfc3339"]

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 RawItem = tuple[bytes, Peer, float]
 
+_now = time.time
+
 
 @dataclass
 class Batch:
@@ -65,7 +67,7 @@ class Intake:
     def add(self, data: bytes, peer: Peer) -> None:
         """Queue one raw input; the hot path of every receiver."""
         items = self.items
-        items.append((data, peer, time.time()))
+        items.append((data, peer, _now()))
         if len(items) >= self._batch_size:
             self.flush()
 
@@ -185,10 +187,12 @@ class Pipeline:
             return
         counters = self.counters
         counters.received += len(events)
-        decisions = await self.dedup.decide(events)
+        fps, ids, forward = await self.dedup.decide(events)
         node = self.node
-        lines = [render(d, node) for d in decisions if d.forward]
-        counters.dropped["duplicate"] += len(decisions) - len(lines)
+        lines = [
+            render(e, fp, i, node) for e, fp, i, f in zip(events, fps, ids, forward, strict=True) if f
+        ]
+        counters.dropped["duplicate"] += len(events) - len(lines)
         counters.sent += len(lines)
         batch.source.counters.sent += len(events)
         if lines:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 from gateway.config import parse_address
 from gateway.errors import ListenError
+
+# The socket module does not export it; the value is Linux's <asm/socket.h>.
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
 
 
 def bind_socket(what: str, address: str, kind: socket.SocketKind, rcvbuf: int) -> socket.socket:
@@ -37,11 +41,10 @@ def bind_socket(what: str, address: str, kind: socket.SocketKind, rcvbuf: int) -
 
 def set_rcvbuf(sock: socket.socket, size: int) -> int:
     """Ask for a `size`-byte receive buffer; return what the kernel granted."""
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
     try:
-        if force is None:
+        if SO_RCVBUFFORCE is None:
             raise PermissionError
-        sock.setsockopt(socket.SOL_SOCKET, force, size)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))

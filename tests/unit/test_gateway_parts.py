@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from dedup import Decision, Deduplicator, MemoryStore
+from dedup import Deduplicator, MemoryStore
 from formats import Event, FormatError, Peer
 from gateway._render import render, rfc3339
 from gateway.metrics import Counters, exposition
@@ -17,15 +17,16 @@ from gateway.pipeline import Pipeline
 from gateway.quarantine import Quarantine
 
 
-def test_rfc3339_is_utc_with_microseconds() -> None:
-    assert rfc3339(0.0) == "1970-01-01T00:00:00.000000Z"
-    assert rfc3339(1709287200.25) == "2024-03-01T10:00:00.250000Z"
-    assert rfc3339(1709287201.5) == "2024-03-01T10:00:01.500000Z"
+def test_rfc3339_is_utc_with_milliseconds() -> None:
+    assert rfc3339(0.0) == "1970-01-01T00:00:00.000Z"
+    assert rfc3339(1709287200.25) == "2024-03-01T10:00:00.250Z"
+    assert rfc3339(1709287200.2509) == "2024-03-01T10:00:00.250Z"
+    assert rfc3339(1709287201.5) == "2024-03-01T10:00:01.500Z"
 
 
 def test_render_puts_envelope_first_and_envelope_wins_on_clash() -> None:
     e = Event("x", ("10.0.0.1", 5), 0.0, {"msg": "m", "node": "spoofed"}, b"", ("m",))
-    doc = orjson.loads(render(Decision(e, 0xFF, "00000000000000ff-1", True), "n1"))
+    doc = orjson.loads(render(e, "00000000000000ff", "00000000000000ff-1", "n1"))
     assert list(doc)[:6] == ["id", "fingerprint", "format", "peer", "received_at", "node"]
     assert doc["node"] == "n1" and doc["msg"] == "m" and doc["fingerprint"] == "00000000000000ff"
 

@@ -292,6 +292,7 @@ VECTORS = [
     ),
     pytest.param(b"hello world", bsd(msg="hello world"), id="no_pri_plain_text_is_the_msg"),
     pytest.param(b"  \thello\n", bsd(msg="hello"), id="no_pri_leading_whitespace_dropped"),
+    pytest.param(b"\n <13>1 - - - - - - m", v1(msg="m"), id="leading_whitespace_before_pri_dropped"),
     pytest.param(
         b"<13> Mar  1 00:00:00 host tag: m",
         bsd(timestamp="Mar  1 00:00:00", hostname="host", app_name="tag", msg="m"),

@@ -1,0 +1,128 @@
+"""Watching and counting the output file of a receiver under test.
+
+Both trapgate (JSON lines) and the peers (raw lines) write the sender's MSG
+text verbatim, so one pattern finds the sequence number in either. The
+tailer thread only looks for probes and file growth while the load runs;
+the exact count of distinct and duplicated sequence numbers is taken after
+the run, so it costs the sender nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+_CHUNK = 8 * 1024 * 1024
+
+
+class OutputTailer(threading.Thread):
+    """Follows a growing file: line count, last growth time, first sight of probes.
+
+    `probe` must capture the probe's sequence number in group 1. Times are
+    taken with `clock` (monotonic) after each read; the resolution is the poll
+    interval (about a millisecond) plus whatever buffering the writer does.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        probe: re.Pattern[bytes],
+        clock: Callable[[], float] = time.monotonic,
+        poll: float = 0.001,
+    ) -> None:
+        super().__init__(name=f"tail:{path.name}", daemon=True)
+        self.path = path
+        self.probe = probe
+        self.clock = clock
+        self.poll = poll
+        self.lines = 0
+        self.last_growth: float | None = None
+        self.probe_seen: dict[int, float] = {}
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the thread to end and wait for it."""
+        self._stop_event.set()
+        if self.is_alive():
+            self.join()
+
+    def run(self) -> None:
+        """Thread body: poll the file until `stop` is called."""
+        while not self.path.exists():
+            if self._stop_event.wait(self.poll):
+                return
+        with self.path.open("rb") as handle:
+            carry = b""
+            while True:
+                data = handle.read(_CHUNK)
+                if not data:
+                    if self._stop_event.wait(self.poll):
+                        return
+                    continue
+                now = self.clock()
+                self.last_growth = now
+                data = carry + data
+                cut = data.rfind(b"\n") + 1
+                carry = data[cut:]
+                block = data[:cut]
+                self.lines += block.count(b"\n")
+                for match in self.probe.finditer(block):
+                    self.probe_seen.setdefault(int(match.group(1)), now)
+
+
+@dataclass(frozen=True)
+class SeqCount:
+    """What a finished output file holds, counted by sequence number."""
+
+    lines: int
+    distinct: int
+    duplicates: int
+    out_of_range: int
+    unmatched_lines: int
+
+
+def count_sequences(path: Path, total: int, seq_pattern: re.Pattern[bytes]) -> SeqCount:
+    """Count the sequence numbers 0..total-1 found in `path`, one per line.
+
+    `seq_pattern` is applied per line (it should be anchored to the line start
+    with `^` under `re.MULTILINE`) and captures the number in group 1; only
+    the first match of a line counts.
+    """
+    seen = bytearray(total)
+    lines = distinct = duplicates = out_of_range = matched = 0
+    if path.exists():
+        with path.open("rb") as handle:
+            carry = b""
+            while True:
+                data = handle.read(_CHUNK)
+                block = carry + data
+                if data:
+                    cut = block.rfind(b"\n") + 1
+                    carry = block[cut:]
+                    block = block[:cut]
+                elif block and not block.endswith(b"\n"):
+                    block += b"\n"
+                lines += block.count(b"\n")
+                for number in seq_pattern.findall(block):
+                    matched += 1
+                    seq = int(number)
+                    if seq >= total:
+                        out_of_range += 1
+                    elif seen[seq]:
+                        duplicates += 1
+                    else:
+                        seen[seq] = 1
+                        distinct += 1
+                if not data:
+                    break
+    return SeqCount(
+        lines=lines,
+        distinct=distinct,
+        duplicates=duplicates,
+        out_of_range=out_of_range,
+        unmatched_lines=lines - matched,
+    )

@@ -1,0 +1,175 @@
+"""Child processes that never outlive the benchmark, and waiting for readiness.
+
+Strategy: every child starts in its own session (so a Ctrl-C in the terminal
+reaches only the benchmark, which then shuts the children down in order) and
+with a parent-death signal (so even a SIGKILL of the benchmark ends them).
+`ManagedProcess` is a context manager: leaving the block, normally or by an
+exception, sends SIGTERM to the child's process group, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+_PR_SET_PDEATHSIG = 1
+
+
+class BenchError(Exception):
+    """An expected failure of a benchmark run, reported in one line."""
+
+
+class ProcessExited(BenchError):
+    """A child process ended while the benchmark still needed it."""
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec; the benchmark starts children
+    # before it starts any thread, which keeps this safe.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class ManagedProcess:
+    """A child process, logged to a file, stopped when the `with` block ends."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.cwd = cwd
+        self.env = dict(env) if env is not None else None
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ManagedProcess:
+        with self.log_path.open("ab") as log:
+            self._popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        """The child's process id (also its process group id)."""
+        return self._require().pid
+
+    def _require(self) -> subprocess.Popen[bytes]:
+        if self._popen is None:
+            raise BenchError(f"{self.name}: process not started")
+        return self._popen
+
+    def check_alive(self) -> None:
+        """Raise `ProcessExited`, with the tail of its log, if the child ended."""
+        code = self._require().poll()
+        if code is not None:
+            raise ProcessExited(f"{self.name} exited with code {code}: {self.log_tail()!r}")
+
+    def log_tail(self, limit: int = 600) -> str:
+        """The last `limit` characters the child wrote to stdout/stderr."""
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return ""
+        return data[-limit:].decode("utf-8", "replace").strip()
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """Terminate the child's process group, kill it after `grace` seconds.
+
+        Returns the exit code, or None when the child was never started.
+        Calling it again is harmless.
+        """
+        popen = self._popen
+        if popen is None:
+            return None
+        if popen.poll() is None:
+            _signal_group(popen.pid, signal.SIGTERM)
+            try:
+                popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(popen.pid, signal.SIGKILL)
+                popen.wait()
+        else:
+            # The leader is gone; helpers it left in its group still go.
+            _signal_group(popen.pid, signal.SIGKILL)
+        return popen.returncode
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM, host: str = "127.0.0.1") -> int:
+    """A port on `host` that the kernel reports free for `kind` right now."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    timeout: float,
+    what: str,
+    alive: Callable[[], None] | None = None,
+    interval: float = 0.05,
+) -> None:
+    """Poll `ready` until it is true; raise `BenchError` after `timeout` seconds.
+
+    `alive` is called on every round and may raise to stop waiting early
+    (e.g. `ManagedProcess.check_alive`).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if alive is not None:
+            alive()
+        if ready():
+            return
+        if time.monotonic() >= deadline:
+            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """GET `url`: (status, body); status 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            status: int = resp.status
+            return status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""

@@ -1,0 +1,94 @@
+"""The shape every system under test has: a process fed over UDP, writing a file.
+
+A target is a context manager: entering starts the process and returns once
+its UDP socket is bound and it answers whatever readiness check it has;
+leaving stops it. Benchmarks only use what this base class offers, so a new
+peer is one module with one subclass.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bench.netinfo import udp_socket_stats
+from bench.procs import ManagedProcess, free_port, wait_until
+
+READY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class TargetCounters:
+    """What a target says it took in, and from which of its own counters.
+
+    `received` is None when the target has no such counter; `extra` holds
+    other figures it exports (drops by reason, queue discards, ...).
+    """
+
+    received: int | None
+    source: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class UdpTarget(ABC):
+    """A receiver process under test: UDP in on 127.0.0.1, one output file."""
+
+    name: str = "target"
+
+    def __init__(self, workdir: Path, rcvbuf: int) -> None:
+        self.workdir = workdir
+        self.rcvbuf = rcvbuf
+        self.port = free_port()
+        self.out_path = workdir / "out.log"
+        self._process: ManagedProcess | None = None
+
+    @property
+    def process(self) -> ManagedProcess:
+        """The running process (raises before `__enter__`)."""
+        if self._process is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._process
+
+    @abstractmethod
+    def command(self) -> tuple[list[str], Path | None]:
+        """Write whatever config the target needs; return (argv, cwd)."""
+
+    def wait_ready(self) -> None:
+        """Return once the UDP socket is bound; subclasses add their own checks."""
+        wait_until(
+            lambda: udp_socket_stats(self.port) is not None,
+            READY_TIMEOUT,
+            f"{self.name} to bind UDP 127.0.0.1:{self.port}",
+            alive=self.process.check_alive,
+        )
+
+    @abstractmethod
+    def counters(self) -> TargetCounters:
+        """The target's own count of what it received (read after the drain)."""
+
+    def config_summary(self) -> dict[str, Any]:
+        """Settings worth reporting next to the figures (queue sizes, batching)."""
+        return {}
+
+    def __enter__(self) -> UdpTarget:
+        argv, cwd = self.command()
+        self._process = ManagedProcess(self.name, argv, self.workdir / "process.log", cwd=cwd)
+        self._process.__enter__()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self._process.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._process is not None:
+            self._process.stop()
