@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "gateway" / "event.schema.json").read_text())
 
 
 def free_port() -> int:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 
+import jsonschema
 import pytest
-from conftest import Trapgate
+from conftest import SCHEMA, Trapgate
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +33,8 @@ def test_custom_trap_on_any_path_is_forwarded(trapgate: Trapgate) -> None:
     assert [(e["facility_id"], e["type"], e["key"], e["msg"]) for e in events] == [
         ("web01", "STRING", "app", "disk full"), ("web01", "NUM", "app", "42")]
     assert all(e["format"] == "custom" and e["date"] == "2024-03-01 12:00:00" for e in events)
+    for event in events:
+        jsonschema.validate(event, SCHEMA)
 
 
 def test_bad_entries_get_400_naming_each_and_valid_ones_are_kept(trapgate: Trapgate) -> None:

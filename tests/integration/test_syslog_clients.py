@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 from pathlib import Path
 
+import jsonschema
 import pytest
-from conftest import Trapgate
-
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "gateway" / "event.schema.json").read_text())
+from conftest import SCHEMA, Trapgate
 
 pytestmark = pytest.mark.integration
 
@@ -20,8 +20,6 @@ def logger(port: int, *args: str) -> None:
 
 
 def validate(event: dict[str, object]) -> None:
-    import jsonschema
-
     jsonschema.validate(event, SCHEMA)
 
 
@@ -103,3 +101,17 @@ def test_metrics_count_received_and_forwarded(trapgate: Trapgate) -> None:
     assert trapgate.metric("trapgate_dropped_total", component="syslog_udp", reason="kernel") == 0
     status = trapgate.status()
     assert status["components"]["syslog_udp"]["received"] == 20
+
+
+def test_suppress_mode_forwards_one_copy_per_window_and_counts_the_rest(tmp_path: Path) -> None:
+    node = Trapgate(tmp_path, {"dedup": {"mode": "suppress", "window": 30.0}}).start()
+    try:
+        for _ in range(3):
+            logger(node.syslog_port, "-d", "--rfc5424=notime,notq", "-t", "app", "repeated")
+        logger(node.syslog_port, "-d", "--rfc5424=notime,notq", "-t", "app", "different")
+        time.sleep(0.5)
+        events = node.events()
+        assert sorted(e["msg"] for e in events) == ["different", "repeated"]
+        assert node.metric("trapgate_dropped_total", component="dedup", reason="duplicate") == 2
+    finally:
+        node.stop()
