@@ -4,13 +4,12 @@
 of them to forward.
 """
 
-from dedup._dedup import Decisions, Deduplicator, Mode
+from dedup._dedup import Decisions, Deduplicator
 from dedup._fingerprint import event_id, fingerprint
-from dedup._store import Claim, Store, StoreError
+from dedup._store import Mode, Store, StoreError
 from dedup.memory import MemoryStore
 
 __all__ = [
-    "Claim",
     "Decisions",
     "Deduplicator",
     "MemoryStore",

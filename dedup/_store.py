@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypeAlias
+from enum import StrEnum
+from typing import Protocol
 
-Claim: TypeAlias = tuple[str, float]
-"""A request to own an event id (``fingerprint-occurrence``) until ``expires_at``.
 
-A plain tuple of atoms: one is built per event on the hot path, and the store
-keeps only strings and floats, which the garbage collector never traverses.
-"""
+class Mode(StrEnum):
+    """How repeats of a fingerprint inside the window are treated."""
+
+    EXACT = "exact"
+    SUPPRESS = "suppress"
 
 
 class StoreError(Exception):
@@ -22,12 +23,24 @@ class StoreError(Exception):
 
 
 class Store(Protocol):
-    """Remembers which event ids were claimed."""
+    """Numbers the copies of each fingerprint and remembers who claimed them.
 
-    async def claim(self, claims: Sequence[Claim], now: float) -> list[bool]:
-        """Claim every id in one call; True where this call won it.
+    `exact` mode: each node counts its own copies of a fingerprint inside a
+    window that opens with its first copy and lasts `window` seconds; its k-th
+    copy is event id ``f-k`` and claims that id until the window closes. Two
+    nodes that each received the same three copies claim ``f-1 f-2 f-3``
+    each, and each id is won once. `suppress` mode: every copy is ``f-1``,
+    won once per window.
+    """
 
-        An id already held and not expired at `now` is not won again.
+    async def claim(
+        self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float
+    ) -> tuple[list[str], list[bool]]:
+        """Number and claim a whole batch in one call.
+
+        Returns the event ids, parallel to `fingerprints`, and for each
+        whether this call won it (an id held by anyone and not expired at
+        `now` is not won again). Raises `StoreError` when it cannot answer.
         """
         ...
 

@@ -31,10 +31,7 @@ class Node:
         self.sink = open_sink(config.sink)
         store = MemoryStore(config.dedup.max_entries)
         dedup = Deduplicator(
-            store,
-            mode=Mode(config.dedup.mode),
-            window=config.dedup.window,
-            max_entries=config.dedup.max_entries,
+            store, node=config.node.name, mode=Mode(config.dedup.mode), window=config.dedup.window
         )
         p = config.pipeline
         self.pipeline = Pipeline(

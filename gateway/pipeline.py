@@ -228,12 +228,8 @@ class Pipeline:
                 await self._worker
 
     def gauges(self) -> dict[str, float]:
-        """Queue depth, open windows and store figures, for `/metrics`."""
-        stats = self.dedup.store.stats()
-        return {
-            "queued_events": self.queued,
-            "dedup_open_windows": self.dedup.open_windows(),
-            "dedup_window_evictions_total": self.dedup.evicted,
-            "store_entries": stats.get("entries", 0),
-            "store_evictions_total": stats.get("evicted", 0),
-        }
+        """Queue depth and the store's figures, for `/metrics`."""
+        gauges: dict[str, float] = {"queued_events": self.queued}
+        for name, value in self.dedup.store.stats().items():
+            gauges[f"store_{name}"] = value
+        return gauges

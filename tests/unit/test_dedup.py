@@ -9,6 +9,8 @@ import pytest
 from dedup import Deduplicator, MemoryStore, Mode, event_id, fingerprint
 from formats import Event
 
+EXACT, SUPPRESS = Mode.EXACT, Mode.SUPPRESS
+
 
 def ev(identity: tuple[object, ...], peer: tuple[str, int] = ("10.0.0.1", 514), t: float = 0.0) -> Event:
     return Event("syslog", peer, t, {}, b"raw", identity)  # type: ignore[arg-type]
@@ -39,8 +41,7 @@ def test_fingerprint_parts_are_unambiguous() -> None:
 
 def test_fingerprint_depends_on_format() -> None:
     a = ev(("x",))
-    b = Event("custom", a.peer, 0.0, {}, b"", ("x",))
-    assert fingerprint(a) != fingerprint(b)
+    assert fingerprint(a) != fingerprint(a._replace(format="custom"))
 
 
 def test_fingerprint_is_16_hex_digits() -> None:
@@ -53,18 +54,16 @@ def test_event_id_is_fingerprint_and_occurrence() -> None:
 
 
 def test_exact_mode_forwards_every_copy_with_increasing_occurrence() -> None:
-    clock = Clock()
-    d = Deduplicator(MemoryStore(), clock=clock)
+    d = Deduplicator(MemoryStore(), clock=Clock())
     out = asyncio.run(d.decide([ev(("x",)), ev(("x",)), ev(("x",)), ev(("y",))]))
     assert out.forward == [True] * 4
     assert [i.split("-")[1] for i in out.ids] == ["1", "2", "3", "1"]
 
 
 def test_exact_mode_two_nodes_sharing_a_store_forward_each_occurrence_once() -> None:
-    clock = Clock()
-    store = MemoryStore()
-    node_a = Deduplicator(store, clock=clock)
-    node_b = Deduplicator(store, clock=clock)
+    clock, store = Clock(), MemoryStore()
+    node_a = Deduplicator(store, node="a", clock=clock)
+    node_b = Deduplicator(store, node="b", clock=clock)
     copies = [ev(("x",))] * 3
     assert decide(node_a, copies) == [True, True, True]
     # node B lost one copy: its two copies are occurrences 1 and 2, both taken.
@@ -72,9 +71,8 @@ def test_exact_mode_two_nodes_sharing_a_store_forward_each_occurrence_once() -> 
 
 
 def test_exact_mode_node_that_saw_more_copies_forwards_the_extra_one() -> None:
-    clock = Clock()
-    store = MemoryStore()
-    a, b = Deduplicator(store, clock=clock), Deduplicator(store, clock=clock)
+    clock, store = Clock(), MemoryStore()
+    a, b = Deduplicator(store, node="a", clock=clock), Deduplicator(store, node="b", clock=clock)
     assert decide(a, [ev(("x",))] * 2) == [True, True]
     assert decide(b, [ev(("x",))] * 3) == [False, False, True]
 
@@ -92,7 +90,7 @@ def test_exact_mode_window_restarts_occurrences_after_w() -> None:
 
 def test_suppress_mode_forwards_one_per_window() -> None:
     clock = Clock()
-    d = Deduplicator(MemoryStore(), mode=Mode.SUPPRESS, window=30.0, clock=clock)
+    d = Deduplicator(MemoryStore(), mode=SUPPRESS, window=30.0, clock=clock)
     assert decide(d, [ev(("x",)), ev(("x",)), ev(("y",))]) == [True, False, True]
     clock.now += 10
     assert decide(d, [ev(("x",))]) == [False]
@@ -100,35 +98,41 @@ def test_suppress_mode_forwards_one_per_window() -> None:
     assert decide(d, [ev(("x",))]) == [True]
 
 
-def test_occurrence_table_is_bounded_and_counts_evictions() -> None:
-    clock = Clock()
-    d = Deduplicator(MemoryStore(), max_entries=10, clock=clock)
-    decide(d, [ev((i,)) for i in range(25)])
-    decide(d, [ev(("last",))])
-    assert d.open_windows() <= 10
-    assert d.evicted >= 15
+def test_empty_batch_asks_nothing() -> None:
+    assert asyncio.run(Deduplicator(MemoryStore()).decide([])).ids == []
 
 
-def test_memory_store_rejects_held_key_and_accepts_after_expiry() -> None:
+def test_memory_store_rejects_held_id_and_accepts_after_expiry() -> None:
     s = MemoryStore()
-    assert s.claim_now([("f1-1", 10.0)], now=0.0) == [True]
-    assert s.claim_now([("f1-1", 20.0)], now=5.0) == [False]
-    assert s.claim_now([("f1-1", 30.0)], now=10.0) == [True]
+    assert s.claim_now("n", ["f"], SUPPRESS, 10.0, now=0.0) == (["f-1"], [True])
+    assert s.claim_now("n", ["f"], SUPPRESS, 10.0, now=5.0) == (["f-1"], [False])
+    assert s.claim_now("n", ["f"], SUPPRESS, 10.0, now=10.0) == (["f-1"], [True])
 
 
-def test_memory_store_expired_key_behind_a_longer_lived_one_is_claimable() -> None:
+def test_memory_store_expired_claim_behind_a_longer_lived_one_is_claimable() -> None:
     s = MemoryStore()
-    s.claim_now([("f1-1", 100.0), ("f2-5", 10.0)], now=0.0)
-    # (2, 5) expired at 10 but sits behind (1, 1), which lives until 100.
-    assert s.claim_now([("f2-5", 50.0)], now=20.0) == [True]
+    s.claim_now("n", ["a"], EXACT, 100.0, now=0.0)
+    s.claim_now("n", ["b"], SUPPRESS, 10.0, now=0.0)
+    # b-1 expired at 10 but sits behind a-1, which lives until 100.
+    assert s.claim_now("n", ["b"], SUPPRESS, 10.0, now=20.0) == (["b-1"], [True])
 
 
-def test_memory_store_cap_evicts_oldest_and_counts() -> None:
+def test_memory_store_windows_and_claims_are_bounded_and_evictions_counted() -> None:
     s = MemoryStore(max_entries=3)
-    s.claim_now([(f"f{i}-1", 100.0) for i in range(5)], now=0.0)
-    assert s.stats() == {"entries": 3, "evicted": 2}
-    assert s.claim_now([("f0-1", 100.0)], now=1.0) == [True]  # evicted, so won again
-    assert s.claim_now([("f4-1", 100.0)], now=1.0) == [False]
+    s.claim_now("n", [f"f{i}" for i in range(5)], EXACT, 100.0, now=0.0)
+    stats = s.stats()
+    assert stats["entries"] == 3 and stats["evicted"] == 2
+    assert stats["windows"] == 3 and stats["windows_evicted"] == 2
+    # f0's window and claim were evicted: its next copy is occurrence 1 again and wins.
+    assert s.claim_now("n", ["f0"], EXACT, 100.0, now=1.0) == (["f0-1"], [True])
+    assert s.claim_now("n", ["f4"], EXACT, 100.0, now=1.0) == (["f4-2"], [True])
+
+
+def test_memory_store_expiry_frees_windows_and_claims() -> None:
+    s = MemoryStore()
+    s.claim_now("n", ["a", "b", "a"], EXACT, 10.0, now=0.0)
+    s.claim_now("n", [], EXACT, 10.0, now=11.0)
+    assert s.stats()["entries"] == 0 and s.open_windows() == 0
 
 
 def test_memory_store_rejects_zero_cap() -> None:
