@@ -21,19 +21,18 @@ from dedup._store import Mode
 class _Bounded:
     """Keys with an expiry, oldest first, at most `cap` of them.
 
-    `values`, when given, holds data per key and loses a key with it.
+    `values` may hold data per key; it loses a key with `expires`.
     """
 
-    def __init__(self, cap: int, values: dict[str, int] | None = None) -> None:
+    def __init__(self, cap: int) -> None:
         self.cap = cap
         self.evicted = 0
         self.expires: dict[str, float] = {}
-        self.values = values
+        self.values: dict[str, int] = {}
 
     def _drop(self, key: str) -> None:
         del self.expires[key]
-        if self.values is not None:
-            del self.values[key]
+        self.values.pop(key, None)
 
     def expire(self, now: float) -> None:
         expires = self.expires
@@ -57,44 +56,43 @@ class MemoryStore:
     def __init__(self, max_entries: int = 1_000_000) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
         self._claims = _Bounded(max_entries)
-        self._copies: dict[str, int] = {}  # "node fp" -> copies so far
-        self._windows = _Bounded(max_entries, self._copies)  # "node fp" -> closing time
+        # Per node: fingerprint -> closing time of its window, and -> copies so far.
+        self._windows: dict[str, _Bounded] = {}
 
-    def _number_exact(
-        self, node: str, fps: Sequence[str], window: float, now: float
-    ) -> list[tuple[str, float]]:
-        closes, copies = self._windows.expires, self._copies
-        opens_until = now + window
-        numbered = []
-        for fp in fps:
-            key = f"{node} {fp}"
-            closes_at = closes.get(key)
-            if closes_at is None or closes_at <= now:
-                if closes_at is not None:
-                    del closes[key]  # re-inserted last: it closes last
-                closes_at = closes[key] = opens_until
-                k = copies[key] = 1
-            else:
-                k = copies[key] = copies[key] + 1
-            numbered.append((event_id(fp, k), closes_at))
-        return numbered
+    def _node_windows(self, node: str) -> _Bounded:
+        windows = self._windows.get(node)
+        if windows is None:
+            windows = self._windows[node] = _Bounded(self.max_entries)
+        return windows
 
     def claim_now(
         self, node: str, fps: Sequence[str], mode: Mode, window: float, now: float
     ) -> tuple[list[str], list[bool]]:
         """Synchronous form of `claim`, for callers without an event loop."""
-        self._windows.expire(now)
+        windows = self._node_windows(node)
+        windows.expire(now)
         self._claims.expire(now)
-        if mode is Mode.EXACT:
-            numbered = self._number_exact(node, fps, window, now)
-        else:
-            closes_at = now + window
-            numbered = [(event_id(fp, 1), closes_at) for fp in fps]
-        self._windows.enforce_cap()
+        closes, copies = windows.expires, windows.values
         held = self._claims.expires
-        won = []
-        for key, expires_at in numbered:
+        exact = mode is Mode.EXACT
+        opens_until = now + window
+        ids, won = [], []
+        for fp in fps:
+            if exact:
+                closes_at = closes.get(fp)
+                if closes_at is None or closes_at <= now:
+                    if closes_at is not None:
+                        del closes[fp]  # re-inserted last: it closes last
+                    closes_at = closes[fp] = opens_until
+                    k = copies[fp] = 1
+                else:
+                    k = copies[fp] = copies[fp] + 1
+            else:
+                closes_at, k = opens_until, 1
+            key = event_id(fp, k)
+            ids.append(key)
             held_until = held.get(key)
             if held_until is not None:
                 if held_until > now:
@@ -103,10 +101,11 @@ class MemoryStore:
                 # Expired but not yet popped (an older entry lives longer):
                 # move it to the back with its new expiry.
                 del held[key]
-            held[key] = expires_at
+            held[key] = closes_at
             won.append(True)
+        windows.enforce_cap()
         self._claims.enforce_cap()
-        return [key for key, _ in numbered], won
+        return ids, won
 
     async def claim(
         self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float
@@ -116,13 +115,13 @@ class MemoryStore:
 
     def open_windows(self) -> int:
         """How many (node, fingerprint) occurrence windows are open."""
-        return len(self._windows.expires)
+        return sum(len(w.expires) for w in self._windows.values())
 
     def stats(self) -> dict[str, int]:
         """Live claims, open windows, and evictions by the caps so far."""
         return {
             "entries": len(self._claims.expires),
             "evicted": self._claims.evicted,
-            "windows": len(self._windows.expires),
-            "windows_evicted": self._windows.evicted,
+            "windows": self.open_windows(),
+            "windows_evicted": sum(w.evicted for w in self._windows.values()),
         }

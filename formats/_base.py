@@ -82,6 +82,7 @@ class ManyParser(Parser, Protocol):
 
 
 _registry: dict[str, Parser] = {}
+_builtins_loaded = False
 
 
 def register(parser: Parser) -> Parser:
@@ -91,8 +92,13 @@ def register(parser: Parser) -> Parser:
 
 
 def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
     # Imported here, not at module top, so the registry module has no cycle.
     import formats.custom
+    import formats.snmp
     import formats.syslog  # noqa: F401
 
 
@@ -109,8 +115,7 @@ def get_parser(name: str) -> Parser:
 
     Raises `KeyError` with the known names when there is none.
     """
-    if not _registry:
-        _load_builtins()
+    _load_builtins()
     parser = _registry.get(name) or _load_plugin(name)
     if parser is None:
         known = ", ".join(parser_names())
@@ -120,7 +125,6 @@ def get_parser(name: str) -> Parser:
 
 def parser_names() -> list[str]:
     """Names of the built-in parsers and of every installed plugin."""
-    if not _registry:
-        _load_builtins()
+    _load_builtins()
     names = set(_registry) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     return sorted(names)

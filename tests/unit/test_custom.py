@@ -137,3 +137,12 @@ def test_any_json_gives_events_or_format_errors(doc: object) -> None:
     except FormatError:
         return
     assert all(isinstance(r, Event | FormatError) for r in results)
+
+
+def test_registry_knows_every_builtin_whatever_was_imported_first() -> None:
+    import subprocess
+    import sys
+
+    code = "import formats.snmp, formats; print(formats.parser_names())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert all(name in out for name in ("'custom'", "'snmp'", "'syslog'"))
