@@ -10,6 +10,7 @@ the default set as a whole.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import tomllib
 import typing
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 
 from gateway.errors import ConfigError
 
-RECEIVER_TYPES = ("udp", "tcp", "http")
+RECEIVER_TYPES = ("udp", "tcp", "http", "snmp")
 SINK_TYPES = ("stdout", "file")
 DEDUP_MODES = ("exact", "suppress")
 STORES = ("memory",)
@@ -41,16 +42,52 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class SnmpUserConfig:
+    """One SNMPv3 USM user; it works for traps from any sender engine id."""
+
+    name: str
+    auth: str = ""
+    auth_passphrase: str = ""
+    priv: str = ""
+    priv_passphrase: str = ""
+    engine_ids: tuple[str, ...] = ()
+    networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ReceiverConfig:
-    """One listening socket and the format it carries."""
+    """One listening socket and the format it carries.
+
+    The keys after `address` apply to some types only (`TYPE_KEYS`).
+    """
 
     type: str
-    format: str
     address: str
+    format: str = ""
     rcvbuf: int = 32 * 1024 * 1024
     max_frame: int = 64 * 1024
     max_body: int = 1024 * 1024
     max_connections: int = 1024
+    communities: tuple[str, ...] = ()
+    users: tuple[SnmpUserConfig, ...] = ()
+    engine_id: str = ""
+    engine_boots_file: str = "trapgate-snmp-engine-boots"
+    source_order: tuple[str, ...] = ("agent_addr", "trap_address", "engine_id", "peer")
+    engine_sources: dict[str, str] = field(default_factory=dict)
+    trap_time_window: bool = True
+
+
+_SNMP_KEYS = frozenset(
+    {"communities", "users", "engine_id", "engine_boots_file", "source_order", "engine_sources",
+     "trap_time_window"}
+)
+TYPE_KEYS = {
+    "udp": frozenset({"format", "rcvbuf"}),
+    "tcp": frozenset({"format", "rcvbuf", "max_frame", "max_connections"}),
+    "http": frozenset({"format", "max_body"}),
+    "snmp": frozenset({"rcvbuf"}) | _SNMP_KEYS,
+}
+"""Per receiver type, the keys beyond `type` and `address` it takes."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +136,7 @@ DEFAULT_RECEIVERS = {
     "syslog_udp": ReceiverConfig(type="udp", format="syslog", address="127.0.0.1:1514"),
     "syslog_tcp": ReceiverConfig(type="tcp", format="syslog", address="127.0.0.1:1514"),
     "custom_http": ReceiverConfig(type="http", format="custom", address="127.0.0.1:8082"),
+    "snmp": ReceiverConfig(type="snmp", format="snmp", address="127.0.0.1:1162"),
 }
 
 
@@ -117,13 +155,26 @@ class Config:
 
 T = TypeVar("T")
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
 def _check_type(key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:  # tuple[X, ...]: a TOML array of X
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list, not {value!r}")
+        item = typing.get_args(hint)[0]
+        return tuple(_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value))
+    if origin is dict:  # dict[str, X]: a TOML table of X
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"must be a table, not {value!r}")
+        item = typing.get_args(hint)[1]
+        return {k: _check_type(f"{key}.{k}", v, item) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)  # type: ignore[arg-type]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, bool) or not isinstance(value, hint):
+    if (isinstance(value, bool) and hint is not bool) or not isinstance(value, hint):
         raise ConfigError(key, f"must be {_TYPE_NAMES.get(hint, hint)}, not {value!r}")
     return value
 
@@ -164,8 +215,17 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
     for name, r in config.receivers.items():
         key = f"receivers.{name}"
         _one_of(f"{key}.type", r.type, RECEIVER_TYPES)
-        _one_of(f"{key}.format", r.format, formats)
+        if r.type == "snmp":
+            _one_of(f"{key}.format", r.format, ("snmp",))
+        elif not r.format:
+            raise ConfigError(f"{key}.format", f"is required for type {r.type!r}")
+        else:
+            _one_of(f"{key}.format", r.format, formats)
         parse_address(f"{key}.address", r.address)
+        if r.type == "snmp":
+            from gateway._snmp_config import snmp_config  # it needs this module's classes
+
+            snmp_config(name, r, config.node.name)
         for limit in ("rcvbuf", "max_frame", "max_body", "max_connections"):
             _positive(f"{key}.{limit}", getattr(r, limit))
     parse_address("admin.address", config.admin.address)
@@ -194,6 +254,21 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+def _receiver(name: str, table: Any) -> ReceiverConfig:
+    key = f"receivers.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(key, "must be a table")
+    kind = table.get("type")
+    if kind in TYPE_KEYS:
+        for option in table.keys() - {"type", "address"} - TYPE_KEYS[kind]:
+            if option in {f.name for f in fields(ReceiverConfig)}:
+                raise ConfigError(f"{key}.{option}", f"does not apply to type {kind!r}")
+    config = _build(ReceiverConfig, table, key)
+    if config.type == "snmp" and not config.format:
+        config = dataclasses.replace(config, format="snmp")
+    return config
+
+
 def config_from_dict(data: dict[str, Any], known_formats: typing.Iterable[str]) -> Config:
     """Build and validate a `Config` from a parsed TOML document."""
     sections: dict[str, Any] = {}
@@ -201,10 +276,7 @@ def config_from_dict(data: dict[str, Any], known_formats: typing.Iterable[str]) 
         if key == "receivers":
             if not isinstance(value, dict):
                 raise ConfigError("receivers", "must be a table of named receivers")
-            sections["receivers"] = {
-                name: _build(ReceiverConfig, table, f"receivers.{name}")
-                for name, table in value.items()
-            }
+            sections["receivers"] = {name: _receiver(name, table) for name, table in value.items()}
         elif key in _SECTIONS:
             sections[key] = _build(_SECTIONS[key], value, key)
         else:

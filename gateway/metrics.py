@@ -30,6 +30,7 @@ class Counters:
     kind: str
     received: int = 0
     sent: int = 0
+    replies: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     live_drops: Callable[[], dict[str, int]] | None = None
@@ -48,6 +49,7 @@ class Counters:
             "kind": self.kind,
             "received": self.received,
             "sent": self.sent,
+            "replies": self.replies,
             "dropped": self.all_dropped(),
             "errors": dict(self.errors),
         }
@@ -64,6 +66,9 @@ class _Collector(Collector):
         labels = ["component", "kind"]
         received = CounterMetricFamily("trapgate_received", "Items a component took in.", labels=labels)
         sent = CounterMetricFamily("trapgate_sent", "Items a component passed on.", labels=labels)
+        replies = CounterMetricFamily(
+            "trapgate_replies", "Replies sent back to senders (SNMP Responses, Reports).", labels=labels
+        )
         dropped = CounterMetricFamily(
             "trapgate_dropped", "Items a component lost or discarded, by reason.", labels=[*labels, "reason"]
         )
@@ -74,11 +79,12 @@ class _Collector(Collector):
             key = [c.component, c.kind]
             received.add_metric(key, c.received)
             sent.add_metric(key, c.sent)
+            replies.add_metric(key, c.replies)
             for reason, n in sorted(c.all_dropped().items()):
                 dropped.add_metric([*key, reason], n)
             for reason, n in sorted(c.errors.items()):
                 errors.add_metric([*key, reason], n)
-        yield from (received, sent, dropped, errors)
+        yield from (received, sent, replies, dropped, errors)
         for name, value in sorted(self._gauges().items()):
             yield GaugeMetricFamily(f"trapgate_{name}", name.replace("_", " ") + ".", value=value)
 

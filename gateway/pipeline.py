@@ -54,12 +54,18 @@ class Batch:
 
 
 class Intake:
-    """Where one receiver drops what it receives; batches are cut here."""
+    """Where one receiver drops what it receives; batches are cut here.
+
+    `decode` turns one raw input into its Event: the parser's `parse` unless
+    the receiver sets its own (one that answers the sender too, and returns
+    None where the input held no event to forward).
+    """
 
     def __init__(self, pipeline: Pipeline, name: str, parser: Parser, kind: str) -> None:
         self.pipeline = pipeline
         self.name = name
         self.parser = parser
+        self.decode: Callable[[bytes, Peer, float], Event | None] = parser.parse
         self.counters = Counters(name, kind)
         self.items: list[RawItem] = []
         self._batch_size = pipeline.batch_size
@@ -169,11 +175,13 @@ class Pipeline:
 
     def _parse(self, batch: Batch) -> list[Event]:
         intake = batch.source
-        parse = intake.parser.parse
+        decode = intake.decode
         events = list(batch.events)
         for data, peer, t in batch.raw:
             try:
-                events.append(parse(data, peer, t))
+                event = decode(data, peer, t)
+                if event is not None:
+                    events.append(event)
             except FormatError as exc:
                 self.reject(intake, peer, exc, data)
             except Exception as exc:  # a parser bug must not stop the receiver

@@ -12,6 +12,7 @@ from typing import Protocol
 from gateway.config import ReceiverConfig
 from gateway.pipeline import Intake
 from gateway.receivers.http import HttpReceiver
+from gateway.receivers.snmp import SnmpReceiver
 from gateway.receivers.tcp import TcpReceiver
 from gateway.receivers.udp import UdpReceiver
 
@@ -30,10 +31,11 @@ class Receiver(Protocol):
         ...
 
 
-RECEIVERS: dict[str, type[UdpReceiver] | type[TcpReceiver] | type[HttpReceiver]] = {
+RECEIVERS: dict[str, type[UdpReceiver] | type[TcpReceiver] | type[HttpReceiver] | type[SnmpReceiver]] = {
     "udp": UdpReceiver,
     "tcp": TcpReceiver,
     "http": HttpReceiver,
+    "snmp": SnmpReceiver,
 }
 
 

@@ -37,7 +37,15 @@ def free_port() -> int:
 
 
 def toml_value(v: Any) -> str:
-    return json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+    return str(v)
 
 
 def render_toml(doc: dict[str, dict[str, Any]]) -> str:
@@ -62,6 +70,7 @@ class Trapgate:
         self.syslog_port = free_port()
         self.http_port = free_port()
         self.admin_port = free_port()
+        self.snmp_port = free_port()
         self.out = workdir / "out.jsonl"
         self.quarantine = workdir / "quarantine.jsonl"
         doc: dict[str, dict[str, Any]] = {
@@ -72,6 +81,8 @@ class Trapgate:
                                "max_frame": 4096},
                 "custom_http": {"type": "http", "format": "custom", "address": f"127.0.0.1:{self.http_port}",
                                 "max_body": 65536},
+                "snmp": {"type": "snmp", "address": f"127.0.0.1:{self.snmp_port}",
+                         "engine_boots_file": str(workdir / "engine-boots")},
             },
             "admin": {"address": f"127.0.0.1:{self.admin_port}"},
             "sink": {"type": "file", "path": str(self.out)},

@@ -64,7 +64,7 @@ def test_unwritable_out_file_is_one_line(tmp_path: Path) -> None:
 
 def test_run_without_arguments_uses_embedded_defaults_and_writes_stdout(tmp_path: Path) -> None:
     for port, kind in ((1514, socket.SOCK_DGRAM), (1514, socket.SOCK_STREAM), (8082, socket.SOCK_STREAM),
-                       (9180, socket.SOCK_STREAM)):
+                       (1162, socket.SOCK_DGRAM), (9180, socket.SOCK_STREAM)):
         with socket.socket(socket.AF_INET, kind) as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -75,11 +75,12 @@ def test_run_without_arguments_uses_embedded_defaults_and_writes_stdout(tmp_path
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stderr is not None and proc.stdout is not None
-        lines = [proc.stderr.readline().decode() for _ in range(4)]
+        lines = [proc.stderr.readline().decode() for _ in range(5)]
         assert "syslog udp://127.0.0.1:1514" in lines[0]
         assert "syslog tcp://127.0.0.1:1514" in lines[1]
         assert "custom http://127.0.0.1:8082" in lines[2]
-        assert "admin http://127.0.0.1:9180" in lines[3]
+        assert "snmp udp://127.0.0.1:1162" in lines[3]
+        assert "admin http://127.0.0.1:9180" in lines[4]
         logger = ["logger", "-n", "127.0.0.1", "-P", "1514", "-d", "--rfc5424", "to stdout"]
         subprocess.run(logger, check=True)
         event = json.loads(proc.stdout.readline())

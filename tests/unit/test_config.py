@@ -9,7 +9,8 @@ import pytest
 from gateway.config import DEFAULT_RECEIVERS, config_from_dict, default_config, load_config
 from gateway.errors import ConfigError
 
-FORMATS = ["custom", "syslog"]
+FORMATS = ["custom", "snmp", "syslog"]
+SNMP = {"type": "snmp", "address": "127.0.0.1:1162"}
 
 
 def test_defaults_listen_on_loopback_ports_of_the_quick_start() -> None:
@@ -18,6 +19,7 @@ def test_defaults_listen_on_loopback_ports_of_the_quick_start() -> None:
         "syslog_udp": ("udp", "127.0.0.1:1514"),
         "syslog_tcp": ("tcp", "127.0.0.1:1514"),
         "custom_http": ("http", "127.0.0.1:8082"),
+        "snmp": ("snmp", "127.0.0.1:1162"),
     }
     assert c.admin.address == "127.0.0.1:9180"
     assert (c.dedup.mode, c.dedup.window, c.dedup.store) == ("exact", 30.0, "memory")
@@ -56,6 +58,24 @@ def test_integer_is_accepted_where_a_number_is_expected() -> None:
         ({"receivers": {}}, "receivers", "at least one"),
         ({"pipeline": {"batch_size": True}}, "pipeline.batch_size", "must be an integer"),
         ({"node": "a"}, "node", "must be a table"),
+        ({"receivers": {"r": {"type": "udp", "address": "127.0.0.1:1"}}}, "receivers.r.format", "required"),
+        ({"receivers": {"r": {"type": "udp", "format": "syslog", "address": "127.0.0.1:1",
+                              "communities": ["public"]}}}, "receivers.r.communities", "does not apply"),
+        ({"receivers": {"t": {**SNMP, "communities": "public"}}}, "receivers.t.communities",
+         "must be a list"),
+        ({"receivers": {"t": {**SNMP, "engine_id": "zz"}}}, "receivers.t.engine_id", "not hexadecimal"),
+        ({"receivers": {"t": {**SNMP, "engine_id": "8000"}}}, "receivers.t.engine_id", "5 to 32 octets"),
+        ({"receivers": {"t": {**SNMP, "source_order": ["peer", "mac"]}}}, "receivers.t.source_order",
+         "unknown source rules"),
+        ({"receivers": {"t": {**SNMP, "users": [{"name": "u", "auth": "SHA-3"}]}}},
+         "receivers.t.users[0].auth", "not one of"),
+        ({"receivers": {"t": {**SNMP, "users": [{"name": "u", "auth": "SHA", "auth_passphrase": "short"}]}}},
+         "receivers.t.users[0]", "at least 8 octets"),
+        ({"receivers": {"t": {**SNMP, "users": [{"name": "u", "networks": ["10.0.0.0/33"]}]}}},
+         "receivers.t.users[0].networks[0]", "not a network"),
+        ({"receivers": {"t": {**SNMP, "users": [{"auth": "SHA"}]}}}, "receivers.t.users[0].name", "required"),
+        ({"receivers": {"t": {**SNMP, "trap_time_window": 1}}}, "receivers.t.trap_time_window",
+         "true or false"),
     ],
 )
 def test_bad_value_names_key_and_reason(doc: dict[str, object], key: str, words: str) -> None:
@@ -72,3 +92,16 @@ def test_unreadable_file_and_bad_toml_are_config_errors(tmp_path: Path) -> None:
     bad.write_text("[dedup\nmode=")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad, FORMATS)
+
+
+def test_snmp_receiver_takes_users_communities_and_engine_table() -> None:
+    c = config_from_dict({"receivers": {"t": {
+        **SNMP, "communities": ["public", "ops"], "engine_id": "0x8000000004747261700a",
+        "engine_sources": {"80001F8880AA": "core-router"},
+        "users": [{"name": "ops", "auth": "SHA", "auth_passphrase": "authpass1", "priv": "AES",
+                   "priv_passphrase": "privpass1", "engine_ids": ["80001f8880aa"],
+                   "networks": ["10.0.0.0/8"]}],
+    }}}, FORMATS)
+    r = c.receivers["t"]
+    assert r.format == "snmp" and r.communities == ("public", "ops")
+    assert r.users[0].name == "ops" and r.users[0].networks == ("10.0.0.0/8",)
