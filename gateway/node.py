@@ -15,6 +15,7 @@ from gateway import metrics
 from gateway.admin import AdminServer
 from gateway.config import Config
 from gateway.errors import GatewayError
+from gateway.forward import DedupStage, Forwarder
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Quarantine
 from gateway.receivers import Receiver, build_receiver
@@ -33,9 +34,10 @@ class Node:
         dedup = Deduplicator(
             store, node=config.node.name, mode=Mode(config.dedup.mode), window=config.dedup.window
         )
+        self.stage = DedupStage(dedup, Forwarder(config.node.name, self.sink))
         p = config.pipeline
         self.pipeline = Pipeline(
-            config.node.name, dedup, self.sink, self.quarantine, p.batch_size, p.flush_ms, p.max_queued
+            config.node.name, self.stage, self.quarantine, p.batch_size, p.flush_ms, p.max_queued
         )
         self.receivers: list[Receiver] = [
             build_receiver(rc, self.pipeline.intake(name, get_parser(rc.format), rc.type))
@@ -48,7 +50,7 @@ class Node:
         """Every component's counters, receivers first."""
         return [
             *(r.intake.counters for r in self.receivers),
-            self.pipeline.counters,
+            self.stage.counters,
             self.sink.counters,
             self.quarantine.counters,
         ]

@@ -3,12 +3,10 @@
 Strategy: receivers do one thing per packet, an append to their `Intake`.
 An intake hands its list to the pipeline as a batch when it is full or when
 the flush timer fires, whichever comes first. A single worker task takes
-batches in order and runs the stages on the whole batch; it yields to the
+batches in order and runs the stages on the whole batch (parse here, then the `Stage`); it yields to the
 loop after every batch so that receiving goes on while it works. The queue
 between the two is bounded in events: a batch that does not fit is shed and
-counted against its receiver (invariant 5). A batch whose sink write fails is
-retried with backoff until it succeeds or the node stops, so nothing that was
-claimed is lost (invariant 1).
+counted against its receiver (invariant 5).
 """
 
 from __future__ import annotations
@@ -21,13 +19,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dedup import Deduplicator
 from formats import Event, FormatError, Parser, Peer
-from gateway._render import render
-from gateway.errors import SinkError
+from gateway.forward import Stage
 from gateway.metrics import Counters
 from gateway.quarantine import Quarantine
-from gateway.sinks import Sink
 
 log = logging.getLogger(__name__)
 
@@ -96,24 +91,19 @@ class Pipeline:
     def __init__(
         self,
         node: str,
-        dedup: Deduplicator,
-        sink: Sink,
+        stage: Stage,
         quarantine: Quarantine,
         batch_size: int,
         flush_ms: float,
         max_queued: int,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
-        self.dedup = dedup
-        self.sink = sink
+        self.stage = stage
         self.quarantine = quarantine
         self.batch_size = batch_size
         self.flush_interval = flush_ms / 1000.0
         self.max_queued = max_queued
-        self.clock = clock
         self.intakes: list[Intake] = []
-        self.counters = Counters("dedup", "stage")
         self.queued = 0
         self._queue: deque[Batch] = deque()
         self._wakeup = asyncio.Event()
@@ -191,31 +181,9 @@ class Pipeline:
 
     async def _process(self, batch: Batch) -> None:
         events = self._parse(batch)
-        if not events:
-            return
-        counters = self.counters
-        counters.received += len(events)
-        fps, ids, forward = await self.dedup.decide(events)
-        node = self.node
-        lines = [
-            render(e, fp, i, node) for e, fp, i, f in zip(events, fps, ids, forward, strict=True) if f
-        ]
-        counters.dropped["duplicate"] += len(events) - len(lines)
-        counters.sent += len(lines)
-        batch.source.counters.sent += len(events)
-        if lines:
-            await self._write(lines)
-
-    async def _write(self, lines: list[bytes]) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await self.sink.write(lines)
-                return
-            except SinkError as exc:
-                log.error("%s; retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        if events:
+            batch.source.counters.sent += len(events)
+            await self.stage.handle(events)
 
     async def drain(self) -> None:
         """Flush every intake and wait until the queue is empty."""
@@ -236,8 +204,5 @@ class Pipeline:
                 await self._worker
 
     def gauges(self) -> dict[str, float]:
-        """Queue depth and the store's figures, for `/metrics`."""
-        gauges: dict[str, float] = {"queued_events": self.queued}
-        for name, value in self.dedup.store.stats().items():
-            gauges[f"store_{name}"] = value
-        return gauges
+        """Queue depth and the stage's figures, for `/metrics`."""
+        return {"queued_events": self.queued, **self.stage.gauges()}

@@ -13,6 +13,7 @@ from dedup import Deduplicator, MemoryStore
 from formats import Event, FormatError, Peer
 from gateway._render import render, rfc3339
 from gateway.metrics import Counters, exposition
+from gateway.forward import DedupStage, Forwarder
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Quarantine
 
@@ -75,7 +76,8 @@ class ListSink:
 
 def make_pipeline(tmp_path: Path, max_queued: int = 1000) -> tuple[Pipeline, ListSink]:
     sink = ListSink()
-    p = Pipeline("n", Deduplicator(MemoryStore()), sink, Quarantine(str(tmp_path / "q"), 10_000),
+    stage = DedupStage(Deduplicator(MemoryStore()), Forwarder("n", sink))
+    p = Pipeline("n", stage, Quarantine(str(tmp_path / "q"), 10_000),
                  batch_size=4, flush_ms=1.0, max_queued=max_queued)
     return p, sink
 
@@ -108,7 +110,7 @@ def test_pipeline_sheds_batches_past_its_queue_limit_and_counts_them(tmp_path: P
 
     p = asyncio.run(main())
     c = p.intakes[0].counters
-    assert c.dropped["shed"] == 12 and p.counters.sent == 8
+    assert c.dropped["shed"] == 12 and p.stage.counters.sent == 8
 
 
 def test_exposition_has_every_component_and_gauge() -> None:
