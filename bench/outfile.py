@@ -1,7 +1,8 @@
 """Watching and counting the output file of a receiver under test.
 
-Both trapgate (JSON lines) and the peers (raw lines) write the sender's MSG
-text verbatim, so one pattern finds the sequence number in either. The
+Every load carries `seq=NNNNNNNNNN kind=d` (or `kind=p` on a probe) in text
+that trapgate (JSON lines) and the peers (raw lines, varbind lists) write
+verbatim, so one pattern finds the sequence number in any output. The
 tailer thread only looks for probes and file growth while the load runs;
 the exact count of distinct and duplicated sequence numbers is taken after
 the run, so it costs the sender nothing.
@@ -17,6 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _CHUNK = 8 * 1024 * 1024
+
+SEQ_PATTERN = re.compile(rb"^[^\n]*?seq=(\d{10}) kind=", re.MULTILINE)
+"""The sequence marker every benchmark load carries (`seq=NNNNNNNNNN kind=d|p`), once a line."""
+PROBE_PATTERN = re.compile(rb"seq=(\d{10}) kind=p")
+"""The same marker on a latency probe."""
 
 
 class OutputTailer(threading.Thread):

@@ -163,5 +163,8 @@ def human_summary(report: Mapping[str, Any]) -> str:
     for pair, values in report["ratios"].items():
         parts = ", ".join(f"{f} {_cell(v)}" for f, v in values.items())
         lines.append(f"ratio {pair}: {parts}")
+    for goal in report.get("goals", ()):
+        verdict = {True: "MET", False: "NOT MET", None: "not tested"}[goal["met"]]
+        lines.append(f"goal {goal['goal']}: {goal['value']} -> {verdict}")
     lines.extend(f"note: {n}" for n in report.get("notes", ()))
     return "\n".join(lines)

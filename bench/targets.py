@@ -56,6 +56,10 @@ class UdpTarget(ABC):
     def command(self) -> tuple[list[str], Path | None]:
         """Write whatever config the target needs; return (argv, cwd)."""
 
+    def environment(self) -> dict[str, str] | None:
+        """The child's environment; None inherits the benchmark's."""
+        return None
+
     def wait_ready(self) -> None:
         """Return once the UDP socket is bound; subclasses add their own checks."""
         wait_until(
@@ -75,7 +79,9 @@ class UdpTarget(ABC):
 
     def __enter__(self) -> UdpTarget:
         argv, cwd = self.command()
-        self._process = ManagedProcess(self.name, argv, self.workdir / "process.log", cwd=cwd)
+        self._process = ManagedProcess(
+            self.name, argv, self.workdir / "process.log", cwd=cwd, env=self.environment()
+        )
         self._process.__enter__()
         try:
             self.wait_ready()

@@ -12,7 +12,7 @@ import re
 import shlex
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ DEFAULT_COMMAND = f"{shlex.quote(sys.executable)} -m gateway"
 _RECEIVED = ("trapgate_received_total", "trapgate_received", "trapgate_receiver_received_total")
 _FORWARDED = ("trapgate_forwarded_total", "trapgate_forwarded", "trapgate_sink_sent_total")
 _SENT = ("trapgate_sent_total",)
+_ERRORS = ("trapgate_errors_total",)
 _DROPPED = ("trapgate_dropped_total", "trapgate_dropped", "trapgate_receiver_dropped_total")
 _KERNEL_DROPS = (
     "trapgate_kernel_drops_total",
@@ -39,6 +40,40 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)
 
 
+TomlValue = str | int | bool | Sequence[str]
+"""A value the bench writes into a receiver table."""
+
+
+def _toml_value(value: TomlValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _toml_str(value)
+    return "[" + ", ".join(_toml_str(item) for item in value) + "]"
+
+
+def _receiver_table(
+    receiver: str,
+    fmt: str,
+    udp_port: int,
+    rcvbuf: int,
+    options: Mapping[str, TomlValue],
+    users: Sequence[Mapping[str, TomlValue]],
+) -> str:
+    kind = "snmp" if fmt == "snmp" else "udp"
+    lines = [f"[receivers.{receiver}]", f'type = "{kind}"']
+    if kind == "udp":
+        lines.append(f"format = {_toml_str(fmt)}")
+    lines += [f'address = "127.0.0.1:{udp_port}"', f"rcvbuf = {rcvbuf}"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in options.items()]
+    for user in users:
+        lines += ["", f"[[receivers.{receiver}.users]]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in user.items()]
+    return "\n".join(lines) + "\n"
+
+
 def render_config(
     *,
     receiver: str,
@@ -48,18 +83,21 @@ def render_config(
     rcvbuf: int,
     out_path: Path,
     quarantine_path: Path,
+    options: Mapping[str, TomlValue] | None = None,
+    users: Sequence[Mapping[str, TomlValue]] = (),
 ) -> str:
-    """The TOML config of a single bench node with one UDP receiver."""
+    """The TOML config of a single bench node with one receiver.
+
+    Format "snmp" makes a receiver of type "snmp", any other format a UDP
+    receiver of that format. `options` are further keys of the receiver's
+    table and `users` its `[[receivers.NAME.users]]` tables.
+    """
+    table = _receiver_table(receiver, fmt, udp_port, rcvbuf, options or {}, users)
     return f"""\
 [node]
 name = "bench"
 
-[receivers.{receiver}]
-type = "udp"
-format = {_toml_str(fmt)}
-address = "127.0.0.1:{udp_port}"
-rcvbuf = {rcvbuf}
-
+{table}
 [admin]
 address = "127.0.0.1:{admin_port}"
 
@@ -119,12 +157,16 @@ def counters_from_metrics(text: str, receiver: str) -> TargetCounters:
             "forwarded_metric": forwarded,
             "kernel_drops_metric": kernel,
             "dropped_by_component_reason": by_labels(samples, _DROPPED, ("component", "reason")),
+            "errors_by_component_reason": by_labels(samples, _ERRORS, ("component", "reason")),
         },
     )
 
 
 class Trapgate(UdpTarget):
-    """A trapgate node with one UDP receiver of format `fmt`."""
+    """A trapgate node with one receiver: UDP of format `fmt`, or SNMP for "snmp".
+
+    `options` and `users` go into the receiver's table (`render_config`).
+    """
 
     name = "trapgate"
 
@@ -135,10 +177,14 @@ class Trapgate(UdpTarget):
         *,
         fmt: str = "syslog",
         command: str = DEFAULT_COMMAND,
+        options: Mapping[str, TomlValue] | None = None,
+        users: Sequence[Mapping[str, TomlValue]] = (),
     ) -> None:
         super().__init__(workdir, rcvbuf)
         self.fmt = fmt
-        self.receiver = f"{fmt}_udp"
+        self.receiver = "snmp" if fmt == "snmp" else f"{fmt}_udp"
+        self.options = dict(options or {})
+        self.users = list(users)
         self.base_command = shlex.split(command)
         self.admin_port = free_port(socket.SOCK_STREAM)
         self.config_path = workdir / "trapgate.toml"
@@ -154,6 +200,8 @@ class Trapgate(UdpTarget):
                 rcvbuf=self.rcvbuf,
                 out_path=self.out_path,
                 quarantine_path=self.workdir / "quarantine.jsonl",
+                options=self.options,
+                users=self.users,
             )
         )
         argv = [*self.base_command, "run", "-c", str(self.config_path), "--out", str(self.out_path)]
@@ -186,4 +234,13 @@ class Trapgate(UdpTarget):
 
     def config_summary(self) -> dict[str, Any]:
         """The command line and the receiver settings used."""
-        return {"command": " ".join(self.base_command), "receiver": self.receiver, "dedup": "exact"}
+        summary: dict[str, Any] = {
+            "command": " ".join(self.base_command),
+            "receiver": self.receiver,
+            "dedup": "exact",
+        }
+        if self.users:
+            summary["users"] = [
+                {k: v for k, v in user.items() if not k.endswith("passphrase")} for user in self.users
+            ]
+        return summary
