@@ -107,6 +107,42 @@ class MemoryStore:
         self._claims.enforce_cap()
         return ids, won
 
+    def claim_ids(self, ids: Sequence[str], window: float, now: float, node: str | None = None) -> list[bool]:
+        """Claim given event ids for `window` seconds; True where won.
+
+        With `node`, that node's occurrence counters are moved up to each
+        id's occurrence, so that its next copies are numbered after them.
+        """
+        self._claims.expire(now)
+        held = self._claims.expires
+        windows = self._node_windows(node) if node is not None else None
+        until = now + window
+        won = []
+        for key in ids:
+            if windows is not None:
+                fp, _, k = key.rpartition("-")
+                if windows.expires.get(fp, 0.0) <= now:
+                    windows.expires.pop(fp, None)
+                    windows.expires[fp] = until
+                    windows.values[fp] = 0
+                windows.values[fp] = max(windows.values[fp], int(k))
+            held_until = held.get(key)
+            if held_until is not None and held_until > now:
+                won.append(False)
+                continue
+            held.pop(key, None)
+            held[key] = until
+            won.append(True)
+        if windows is not None:
+            windows.enforce_cap()
+        self._claims.enforce_cap()
+        return won
+
+    def live_ids(self, now: float) -> list[str]:
+        """Every claimed id not expired at `now`, oldest first."""
+        self._claims.expire(now)
+        return list(self._claims.expires)
+
     async def claim(
         self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float
     ) -> tuple[list[str], list[bool]]:

@@ -12,8 +12,8 @@ import orjson
 from dedup import Deduplicator, MemoryStore
 from formats import Event, FormatError, Peer
 from gateway._render import render, rfc3339
-from gateway.metrics import Counters, exposition
 from gateway.forward import DedupStage, Forwarder
+from gateway.metrics import Counters, exposition
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Quarantine
 

@@ -1,0 +1,475 @@
+"""The Redis store: claims, forwarded markers and a rescue stream on a shared Redis.
+
+Strategy: every batch is one EVALSHA of a Lua script (`dedup._redis_lua`) that
+numbers and claims all of its fingerprints atomically, so a batch costs one
+round trip whatever its size. Expiry is left to the server: a node's
+occurrence counter gets a TTL of one window when its first copy opens the
+window, and the claim of ``f-k`` gets the counter's remaining TTL, so it ends
+when that window closes, as in `MemoryStore`; marking an id forwarded rewrites
+the value of its claim, so the mark costs no key and ends with the window. The
+`now` a caller passes is
+not used: both nodes write to one primary, and its clock is the only one they
+share; Redis replicates expiries as absolute times, so a promoted replica
+keeps the same deadlines. Everything about fingerprint ``f`` sits under the
+hash tag ``{f}``, so with Redis Cluster a batch is split by the node that
+serves each slot and claimed with one call per node, concurrently; a single
+server skips all of that. Scripts are not persisted on the server: after a
+restart or a promotion the first call gets NOSCRIPT, loads the script and
+calls again. Fingerprints travel as one newline-joined argument, which is
+cheaper to pack than a thousand. redis-py's retries are off because a claim
+is not idempotent: a repeat after a lost reply would count copies twice. Every
+redis-py error becomes a `StoreError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from dedup._redis_errors import store_error
+from dedup._redis_lua import CLAIM, CLAIM_IDS, FORWARDED, MARK_FORWARDED, Script
+from dedup._store import Mode
+
+_Client = Redis | RedisCluster
+
+RESCUE_GROUP = "trapgate"
+"""Consumer group of the rescue stream; its consumers are the masters."""
+
+_EVICTED_EVERY = 64  # claims between two reads of evicted_keys (INFO) inside the script
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where the store's Redis is and how to talk to it.
+
+    `url` (``redis://``, ``rediss://``), when set, gives the address and may
+    carry credentials; `host`, `port` and `db` are used otherwise. `username`
+    and `password` (ACL user, or just a password for ``requirepass``) override
+    the URL's. `tls` turns on TLS with `tls_ca` to verify the server and
+    `tls_cert`/`tls_key` for a client certificate. Timeouts are in seconds.
+    All keys start with `prefix`, which must not hold ``{`` or ``}``.
+    `cluster` talks to a Redis Cluster (`host`:`port` or `url` is any node).
+    `rescue_maxlen` bounds the rescue stream (approximately, as ``MAXLEN ~``).
+    """
+
+    url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    connect_timeout: float = 1.0
+    socket_timeout: float = 2.0
+    prefix: str = "tg:"
+    cluster: bool = False
+    rescue_maxlen: int = 100_000
+
+    def __post_init__(self) -> None:
+        if "{" in self.prefix or "}" in self.prefix:
+            raise ValueError("prefix must not contain '{' or '}' (they are the hash tag)")
+        if self.connect_timeout <= 0 or self.socket_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        if self.rescue_maxlen < 1:
+            raise ValueError("rescue_maxlen must be at least 1")
+        if self.cluster and self.db != 0:
+            raise ValueError("Redis Cluster has only database 0")
+
+
+def _connect(s: RedisSettings, socket_timeout: float | None) -> _Client:
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": s.connect_timeout,
+        "socket_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "decode_responses": False,
+    }
+    if s.username is not None:
+        kwargs["username"] = s.username
+    if s.password is not None:
+        kwargs["password"] = s.password
+    if s.tls:
+        kwargs.update(ssl=True, ssl_ca_certs=s.tls_ca, ssl_certfile=s.tls_cert, ssl_keyfile=s.tls_key)
+    if s.cluster:
+        if s.url:
+            return RedisCluster.from_url(s.url, **kwargs)
+        return RedisCluster(host=s.host, port=s.port, **kwargs)
+    if s.url:
+        return Redis.from_url(s.url, **kwargs)
+    return Redis(host=s.host, port=s.port, db=s.db, **kwargs)
+
+
+def _window_ms(window: float) -> int:
+    if window <= 0:
+        raise ValueError("window must be positive")
+    return max(1, round(window * 1000))
+
+
+def _fp_of_id(event_id: str) -> str:
+    return event_id.rpartition("-")[0]
+
+
+def _joined(items: Sequence[str]) -> str:
+    """`items` as the one newline-separated argument the scripts split."""
+    joined = "\n".join(items)
+    if joined.count("\n") != len(items) - 1:
+        raise ValueError("fingerprints and event ids must not contain a newline")
+    return joined
+
+
+def _stream_entries(reply: Any) -> list[tuple[str, bytes]]:
+    """``(id, payload)`` pairs from an XREADGROUP/XAUTOCLAIM entry list; deleted entries are skipped."""
+    out = []
+    for entry_id, fields in reply or ():
+        if fields:
+            raw_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            out.append((raw_id, bytes(fields[b"e"])))
+    return out
+
+
+class RedisStore:
+    """`Store` on Redis or Redis Cluster, plus the primitives of the HA data path.
+
+    Claims behave like `MemoryStore`'s (see `Store.claim`), with expiry kept
+    by the server. Forwarded markers and the rescue stream let a standby see
+    what the master forwarded and hand it what it did not. Every method
+    raises `StoreError` (with a stable `reason`) when Redis cannot answer.
+    """
+
+    def __init__(self, settings: RedisSettings | None = None) -> None:
+        self.settings = settings or RedisSettings()
+        self._prefix = self.settings.prefix.encode()
+        self._rescue_key = self.settings.prefix + "rescue"
+        self._client: _Client = _connect(self.settings, self.settings.socket_timeout)
+        self._blocking: _Client | None = None  # for XREADGROUP BLOCK, created on first use
+        self._refresh_slots = False
+        self._claims = 0
+        self._calls = 0
+        self._script_loads = 0
+        self._errors = 0
+        self._entries: dict[str, int] = {}  # node name -> DBSIZE after its last claim
+        self._evicted: dict[str, int] = {}  # node name -> evicted_keys, last read
+
+    # -- claims ---------------------------------------------------------------
+
+    async def claim(
+        self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float
+    ) -> tuple[list[str], list[bool]]:
+        """Number and claim a batch with one script call (one per cluster node).
+
+        Same contract as `Store.claim`; `now` is ignored because the windows
+        and claims expire by the server's clock (see the module docstring).
+        Fingerprints must not contain ``{``, ``}`` or a newline.
+        """
+        return await self._claim(node, fingerprints, b"e" if mode is Mode.EXACT else b"s", window)
+
+    async def number(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float) -> list[str]:
+        """The ids `claim` would give these copies, counted but not claimed.
+
+        For a node that does not forward (a standby): its copies take their
+        place in its occurrence counters, so the ids stay consistent when it
+        becomes master. Suppress mode numbers every copy 1 without a call.
+        """
+        if mode is Mode.SUPPRESS:
+            return [f"{fp}-1" for fp in fingerprints]
+        ids, _ = await self._claim(node, fingerprints, b"n", window)
+        return ids
+
+    async def _claim(
+        self, node: str, fingerprints: Sequence[str], how: bytes, window: float
+    ) -> tuple[list[str], list[bool]]:
+        if not fingerprints:
+            return [], []
+        self._claims += 1
+        want_evicted = b"1" if self._claims % _EVICTED_EVERY == 1 else b"0"
+        head = [self._prefix, how, _window_ms(window), node, want_evicted]
+        signed = [0] * len(fingerprints)
+        for name, indexes, reply in await self._guard(self._per_node(CLAIM, head, fingerprints, str)):
+            self._entries[name] = reply[-2]
+            if reply[-1] >= 0:
+                self._evicted[name] = reply[-1]
+            for i, k in zip(indexes, reply[:-2], strict=True):
+                signed[i] = k
+        ids = [f"{fp}-{k if k > 0 else -k}" for fp, k in zip(fingerprints, signed, strict=True)]
+        return ids, [k > 0 for k in signed]
+
+    async def claim_ids(
+        self, ids: Sequence[str], window: float, now: float, node: str | None = None
+    ) -> list[bool]:
+        """Claim given event ids for `window` seconds each, in one call; True where won.
+
+        For ids numbered elsewhere: events handed over by the rescue stream,
+        or claims made locally while the store was unreachable. With `node`,
+        that node's counter of each fingerprint is raised to the id's
+        occurrence (a window opens if none is), so its next copies are
+        numbered after them. `now` is ignored, as in `claim`.
+        """
+        if not ids:
+            return []
+        head = [self._prefix, _window_ms(window), b"0" if node is None else b"1", node or ""]
+        won = [False] * len(ids)
+        for _, indexes, reply in await self._guard(self._per_node(CLAIM_IDS, head, ids, _fp_of_id)):
+            for i, flag in zip(indexes, reply, strict=True):
+                won[i] = flag == 1
+        return won
+
+    # -- forwarded markers ----------------------------------------------------
+
+    async def mark_forwarded(self, ids: Sequence[str], window: float = 30.0) -> None:
+        """Mark event ids forwarded, in one call (one per cluster node).
+
+        The mark is kept on the id's claim and expires with it, that is when
+        the window that numbered the id closes; an id whose claim is already
+        gone (or was never made here) gets a marker that lives `window`
+        seconds.
+        """
+        if ids:
+            head = [self._prefix, _window_ms(window)]
+            await self._guard(self._per_node(MARK_FORWARDED, head, ids, _fp_of_id))
+
+    async def forwarded(self, ids: Sequence[str]) -> list[bool]:
+        """For each event id, whether it is marked forwarded; one read-only call.
+
+        The script is flagged ``no-writes``, so this also works on a replica.
+        """
+        if not ids:
+            return []
+        out = [False] * len(ids)
+        for _, indexes, part in await self._guard(self._per_node(FORWARDED, [self._prefix], ids, _fp_of_id)):
+            for i, flag in zip(indexes, part, strict=True):
+                out[i] = flag == 1
+        return out
+
+    # -- rescue stream --------------------------------------------------------
+
+    async def rescue_add(self, entries: Sequence[bytes]) -> list[str]:
+        """Append entries to the rescue stream (one round trip); returns their stream ids.
+
+        The stream is trimmed to about `RedisSettings.rescue_maxlen` entries,
+        oldest first.
+        """
+        if not entries:
+            return []
+        maxlen = self.settings.rescue_maxlen
+
+        async def add() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for entry in entries:
+                    pipe.xadd(self._rescue_key, {b"e": entry}, maxlen=maxlen, approximate=True)
+                return await pipe.execute()
+
+        ids = await self._guard(add())
+        self._calls += 1
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def rescue_read(
+        self, consumer: str, count: int = 100, block_ms: int = 0
+    ) -> list[tuple[str, bytes]]:
+        """Up to `count` entries never delivered to any consumer, as ``(entry_id, payload)``.
+
+        Entries stay pending for `consumer` until `rescue_ack`. With
+        `block_ms` > 0, waits up to that long for an entry to arrive; 0 returns
+        at once. The consumer group is created on first use and starts at the
+        beginning of the stream, so entries added before any master read are
+        delivered too.
+        """
+        if block_ms > 0:
+            if self._blocking is None:
+                self._blocking = _connect(self.settings, None)
+            client = self._blocking
+            deadline: float | None = block_ms / 1000 + self.settings.socket_timeout
+        else:
+            client, deadline = self._client, None
+
+        args: list[Any] = ["XREADGROUP", "GROUP", RESCUE_GROUP, consumer, "COUNT", count]
+        if block_ms > 0:
+            args += ["BLOCK", block_ms]
+        args += ["STREAMS", self._rescue_key, ">"]
+
+        async def read() -> Any:
+            async with asyncio.timeout(deadline):
+                return await self._stream(client, *args)
+
+        reply = await self._guard(self._with_group(read))
+        self._calls += 1
+        return [e for _, entries in reply for e in _stream_entries(entries)]
+
+    async def rescue_reclaim(
+        self, consumer: str, min_idle_ms: int, count: int = 100
+    ) -> list[tuple[str, bytes]]:
+        """Take over up to `count` entries delivered to any consumer but unacknowledged for `min_idle_ms`.
+
+        For a new master picking up what a crashed one read and never
+        acknowledged (XAUTOCLAIM from the start of the stream).
+        """
+
+        async def reclaim() -> Any:
+            return await self._stream(self._client, "XAUTOCLAIM", self._rescue_key, RESCUE_GROUP, consumer,
+                                      min_idle_ms, "0-0", "COUNT", count)
+
+        reply = await self._guard(self._with_group(reclaim))
+        self._calls += 1
+        return _stream_entries(reply[1])
+
+    async def rescue_ack(self, entry_ids: Sequence[str]) -> int:
+        """Acknowledge and delete handled entries (one round trip); returns how many were pending."""
+        if not entry_ids:
+            return 0
+
+        async def ack() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.xack(self._rescue_key, RESCUE_GROUP, *entry_ids)
+                pipe.xdel(self._rescue_key, *entry_ids)
+                return await pipe.execute()
+
+        acked, _ = await self._guard(ack())
+        self._calls += 1
+        return int(acked)
+
+    async def _with_group(self, op: Any) -> Any:
+        """Run `op()`, creating the consumer group and retrying once when it is missing."""
+        try:
+            return await op()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+        try:
+            await self._stream(self._client, "XGROUP", "CREATE", self._rescue_key, RESCUE_GROUP, "0",
+                               "MKSTREAM")
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        return await op()
+
+    async def _stream(self, client: _Client, *args: Any) -> Any:
+        """Run a raw command on the server, or the cluster node, that holds the rescue stream.
+
+        Naming the cluster node spares redis-py a COMMAND GETKEYS round trip
+        for commands whose keys it cannot locate by itself (XREADGROUP).
+        """
+        kwargs: dict[str, Any] = {}
+        if isinstance(client, RedisCluster):
+            await client.initialize()
+            slot = key_slot(self._rescue_key.encode())
+            kwargs["target_nodes"] = client.nodes_manager.get_node_from_slot(slot)
+        return await client.execute_command(*args, **kwargs)
+
+    # -- plumbing -------------------------------------------------------------
+
+    # -- replication and epoch -------------------------------------------------
+
+    async def promote(self) -> None:
+        """Make this server a primary (REPLICAOF NO ONE)."""
+        await self._guard(self._client.execute_command("REPLICAOF", "NO", "ONE"))
+        self._calls += 1
+
+    async def replicate_from(self, host: str, port: int) -> None:
+        """Make this server a replica of `host`:`port` (it resyncs in the background)."""
+        await self._guard(self._client.execute_command("REPLICAOF", host, str(port)))
+        self._calls += 1
+
+    async def bump_epoch(self) -> int:
+        """Increment and return the pair's epoch, kept on this (primary) server."""
+        epoch = await self._guard(self._client.execute_command("INCR", self.settings.prefix + "epoch"))
+        self._calls += 1
+        return int(epoch)
+
+    async def ping(self) -> None:
+        """Check that the server (every cluster primary) answers; raises `StoreError` otherwise."""
+        kwargs: dict[str, Any] = {}
+        if isinstance(self._client, RedisCluster):
+            kwargs["target_nodes"] = RedisCluster.PRIMARIES
+        await self._guard(self._client.execute_command("PING", **kwargs))
+        self._calls += 1
+
+    async def _guard(self, op: Coroutine[Any, Any, Any]) -> Any:
+        """Await `op`, turning redis-py (and socket) errors into `StoreError`.
+
+        After any error against a cluster the slot map is reloaded before the
+        next call: slots may have moved or a replica may have taken over.
+        """
+        try:
+            if self._refresh_slots and isinstance(self._client, RedisCluster):
+                self._refresh_slots = False
+                await self._client.nodes_manager.initialize()
+            return await op
+        except (RedisError, OSError) as exc:
+            op.close()  # never started when the refresh failed
+            self._errors += 1
+            self._refresh_slots = True
+            raise store_error(exc) from exc
+
+    async def _call(self, target: ClusterNode | None, script: Script, args: list[Any]) -> Any:
+        """EVALSHA `script` on the server (or cluster node `target`), loading it on NOSCRIPT."""
+        kwargs: dict[str, Any] = {} if target is None else {"target_nodes": target}
+        self._calls += 1
+        try:
+            return await self._client.execute_command("EVALSHA", script.sha, 0, *args, **kwargs)
+        except NoScriptError:
+            self._calls += 2
+            self._script_loads += 1
+            await self._client.execute_command("SCRIPT", "LOAD", script.source, **kwargs)
+            return await self._client.execute_command("EVALSHA", script.sha, 0, *args, **kwargs)
+
+    async def _per_node(
+        self, script: Script, head: list[Any], items: Sequence[str], tag_of: Callable[[str], str]
+    ) -> list[tuple[str, Sequence[int], list[int]]]:
+        """Run `script` over `items` with one call per server that holds them.
+
+        Returns ``(node name, indexes into items, reply)`` per call. A single
+        server gets one call with every item. In a cluster the calls run
+        concurrently and all of them finish before the first error is raised.
+        """
+        client = self._client
+        if isinstance(client, Redis):
+            return [("", range(len(items)), await self._call(None, script, [*head, _joined(items)]))]
+        await client.initialize()
+        nodes = client.nodes_manager
+        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for i, item in enumerate(items):
+            target = nodes.get_node_from_slot(key_slot(tag_of(item).encode()))
+            groups.setdefault(target.name, (target, []))[1].append(i)
+        names = list(groups)
+        replies = await asyncio.gather(*(
+            self._call(target, script, [*head, _joined([items[i] for i in indexes])])
+            for target, indexes in groups.values()
+        ), return_exceptions=True)
+        out: list[tuple[str, Sequence[int], list[int]]] = []
+        for name, reply in zip(names, replies, strict=True):
+            if isinstance(reply, BaseException):
+                raise reply
+            out.append((name, groups[name][1], reply))
+        return out
+
+    def stats(self) -> dict[str, int]:
+        """Counters from memory, no network: keys and evictions as of the last claim, and calls made.
+
+        ``entries`` is the DBSIZE (summed over cluster nodes) seen by the last
+        claim, so it counts counters and markers too, and any other key in the
+        database; ``evicted`` is the server's evicted_keys, read every
+        64 claims.
+        """
+        return {
+            "entries": sum(self._entries.values()),
+            "evicted": sum(self._evicted.values()),
+            "calls": self._calls,
+            "script_loads": self._script_loads,
+            "errors": self._errors,
+        }
+
+    async def close(self) -> None:
+        """Close every connection; the store cannot be used afterwards."""
+        for client in (self._client, self._blocking):
+            if client is not None:
+                await client.aclose()
