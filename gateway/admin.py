@@ -1,8 +1,11 @@
-"""Admin HTTP API: `/health`, `/metrics` (Prometheus text), `/status` (JSON)."""
+"""Admin HTTP API: `/health`, `/metrics` (Prometheus text), `/status` (JSON),
+and, on a node of an HA pair, `POST /role` (bearer token) to set its role.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,12 +25,34 @@ class AdminServer:
         metrics: Callable[[], bytes],
         status: Callable[[], dict[str, Any]],
         healthy: Callable[[], bool],
+        set_role: Callable[[str, float | None], Awaitable[dict[str, Any]]] | None = None,
+        token: str = "",
     ) -> None:
         self.address = address
         self._metrics = metrics
         self._status = status
         self._healthy = healthy
+        self._set_role = set_role
+        self._token = token
         self._runner: web.AppRunner | None = None
+
+    async def _role(self, request: web.Request) -> web.Response:
+        if self._set_role is None:
+            return web.json_response({"error": "this node is not part of an HA pair"}, status=404)
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not self._token or not hmac.compare_digest(given.encode(), self._token.encode()):
+            return web.json_response({"error": "missing or wrong token"}, status=401)
+        try:
+            body = await request.json()
+            role = body["role"]
+            lease = body.get("lease")
+            if role not in ("master", "standby") or not (lease is None or isinstance(lease, int | float)):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return web.json_response(
+                {"error": 'body must be {"role": "master"|"standby", "lease": seconds or null}'}, status=400
+            )
+        return web.json_response(await self._set_role(role, lease))
 
     async def _health(self, request: web.Request) -> web.Response:
         ok = self._healthy()
@@ -46,6 +71,7 @@ class AdminServer:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics_page)
         app.router.add_get("/status", self._status_page)
+        app.router.add_post("/role", self._role)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:

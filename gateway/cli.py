@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
+import os
 import sys
+import urllib.error
+import urllib.request
 
 import uvloop
 
@@ -29,7 +33,34 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="append forwarded events to FILE instead of stdout")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
+    role = sub.add_parser("role", help="set the role of a node of an HA pair")
+    role.add_argument("role", choices=["master", "standby"])
+    role.add_argument("-c", "--config", help="the node's config (admin address and token)")
+    role.add_argument("--admin", help="admin address host:port (default: from the config)")
+    role.add_argument("--token", default=os.environ.get("TRAPGATE_TOKEN"), help="or TRAPGATE_TOKEN")
+    role.add_argument("--lease", type=float, help="seconds the master role lasts unless renewed")
     return ap
+
+
+def _set_role(args: argparse.Namespace) -> int:
+    config = _config(args.config) if args.config else None
+    admin = args.admin or (config.admin.address if config else "127.0.0.1:9180")
+    token = args.token or (config.ha.token if config else "")
+    body = json.dumps({"role": args.role, "lease": args.lease}).encode()
+    request = urllib.request.Request(
+        f"http://{admin}/role", data=body, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            print(reply.read().decode())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        raise GatewayError(f"{admin}: {exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise GatewayError(f"cannot reach the admin API at {admin}: {reason}") from None
+    return 0
 
 
 def _config(path: str | None) -> Config:
@@ -42,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="trapgate: %(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "role":
+            return _set_role(args)
         if args.command == "check-config":
             _config(args.file)
             print(f"trapgate: {args.file} is valid", file=sys.stderr)

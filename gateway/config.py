@@ -23,7 +23,8 @@ from gateway.errors import ConfigError
 RECEIVER_TYPES = ("udp", "tcp", "http", "snmp")
 SINK_TYPES = ("stdout", "file")
 DEDUP_MODES = ("exact", "suppress")
-STORES = ("memory",)
+STORES = ("memory", "redis")
+ROLES = ("master", "standby")
 
 
 def parse_address(key: str, value: str) -> tuple[str, int]:
@@ -108,6 +109,39 @@ class DedupConfig:
 
 
 @dataclass(frozen=True)
+class RedisConfig:
+    """The Redis servers of the `redis` store: this node's and its peer's.
+
+    The master's Redis is the primary and the standby's replicates it; the
+    node points its own Redis at the right primary when its role changes.
+    """
+
+    local: str = "redis://127.0.0.1:6379"
+    peer: str = ""
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    connect_timeout: float = 1.0
+    socket_timeout: float = 2.0
+    prefix: str = "tg:"
+
+
+@dataclass(frozen=True)
+class HaConfig:
+    """This node's part in an HA pair (with `dedup.store = "redis"`)."""
+
+    role: str = "standby"
+    token: str = ""
+    lease: float = 0.0
+    grace: float = 2.0
+    check_after: float = 0.3
+    max_pending: int = 1_000_000
+
+
+@dataclass(frozen=True)
 class SinkConfig:
     """Where forwarded events go, one JSON object a line."""
 
@@ -151,6 +185,8 @@ class Config:
     sink: SinkConfig = field(default_factory=SinkConfig)
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    ha: HaConfig = field(default_factory=HaConfig)
 
 
 T = TypeVar("T")
@@ -242,6 +278,18 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
     _positive("pipeline.max_queued", config.pipeline.max_queued)
     if not config.node.name:
         raise ConfigError("node.name", "must not be empty")
+    if config.dedup.store == "redis":
+        for key in ("local", "peer"):
+            url = getattr(config.redis, key)
+            if not url.startswith(("redis://", "rediss://")):
+                raise ConfigError(f"redis.{key}", f"{url!r} is not a redis:// or rediss:// URL")
+        _one_of("ha.role", config.ha.role, ROLES)
+        if not config.ha.token:
+            raise ConfigError("ha.token", "is required with dedup.store = 'redis' (it guards POST /role)")
+        for key in ("grace", "check_after", "max_pending"):
+            _positive(f"ha.{key}", getattr(config.ha, key))
+        if config.ha.lease < 0:
+            raise ConfigError("ha.lease", "must be 0 (no expiry) or more")
 
 
 _SECTIONS: dict[str, type] = {
@@ -251,6 +299,8 @@ _SECTIONS: dict[str, type] = {
     "sink": SinkConfig,
     "quarantine": QuarantineConfig,
     "pipeline": PipelineConfig,
+    "redis": RedisConfig,
+    "ha": HaConfig,
 }
 
 

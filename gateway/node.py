@@ -9,16 +9,19 @@ import sys
 import time
 from typing import Any
 
-from dedup import Deduplicator, MemoryStore, Mode
+from dedup import Deduplicator, MemoryStore, Mode, StoreError
+from dedup.redis import RedisStore
 from formats import get_parser
 from gateway import metrics
 from gateway.admin import AdminServer
 from gateway.config import Config
 from gateway.errors import GatewayError
-from gateway.forward import DedupStage, Forwarder
+from gateway.forward import DedupStage, Forwarder, Stage
+from gateway.ha import HaStage, Lease, Role
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Quarantine
 from gateway.receivers import Receiver, build_receiver
+from gateway.roles import Roles, redis_settings
 from gateway.sinks import open_sink
 
 
@@ -30,11 +33,18 @@ class Node:
         self.started_at = time.time()
         self.quarantine = Quarantine(config.quarantine.path, config.quarantine.max_bytes)
         self.sink = open_sink(config.sink)
-        store = MemoryStore(config.dedup.max_entries)
-        dedup = Deduplicator(
-            store, node=config.node.name, mode=Mode(config.dedup.mode), window=config.dedup.window
-        )
-        self.stage = DedupStage(dedup, Forwarder(config.node.name, self.sink))
+        forwarder = Forwarder(config.node.name, self.sink)
+        self.roles: Roles | None = None
+        self.stage: Stage
+        if config.dedup.store == "redis":
+            self.roles = self._pair(config, forwarder)
+            self.stage = self.roles.stage
+        else:
+            store = MemoryStore(config.dedup.max_entries)
+            dedup = Deduplicator(
+                store, node=config.node.name, mode=Mode(config.dedup.mode), window=config.dedup.window
+            )
+            self.stage = DedupStage(dedup, forwarder)
         p = config.pipeline
         self.pipeline = Pipeline(
             config.node.name, self.stage, self.quarantine, p.batch_size, p.flush_ms, p.max_queued
@@ -43,8 +53,22 @@ class Node:
             build_receiver(rc, self.pipeline.intake(name, get_parser(rc.format), rc.type))
             for name, rc in config.receivers.items()
         ]
-        self.admin = AdminServer(config.admin.address, self.metrics, self.status, self.healthy)
+        self.admin = AdminServer(
+            config.admin.address, self.metrics, self.status, self.healthy,
+            set_role=self.roles.set_role if self.roles else None, token=config.ha.token,
+        )
         self._started: list[Receiver | AdminServer] = []
+
+    @staticmethod
+    def _pair(config: Config, forwarder: Forwarder) -> Roles:
+        local = RedisStore(redis_settings(config.redis, "local"))
+        peer = RedisStore(redis_settings(config.redis, "peer"))
+        ha = config.ha
+        stage = HaStage(
+            config.node.name, peer, forwarder, Mode(config.dedup.mode), config.dedup.window,
+            Lease(Role.STANDBY), grace=ha.grace, check_after=ha.check_after, max_pending=ha.max_pending,
+        )
+        return Roles(stage, local, peer, config.redis.peer)
 
     def counters(self) -> list[metrics.Counters]:
         """Every component's counters, receivers first."""
@@ -63,7 +87,7 @@ class Node:
         """What `/status` shows: identity, uptime, components, gauges."""
         return {
             "node": self.config.node.name,
-            "role": "single",
+            "role": self.roles.state() if self.roles else "single",
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "dedup": {"mode": self.config.dedup.mode, "window": self.config.dedup.window,
                       "store": self.config.dedup.store},
@@ -79,6 +103,13 @@ class Node:
     async def start(self) -> list[str]:
         """Start everything; on a failure, stop what started and re-raise."""
         self.pipeline.start()
+        if self.roles is not None:
+            ha = self.config.ha
+            try:
+                await self.roles.set_role(ha.role, ha.lease or None)
+            except StoreError as exc:
+                raise GatewayError(f"cannot take the role {ha.role}: redis: {exc}") from None
+            self.roles.stage.start()
         lines = []
         components: list[Receiver | AdminServer] = [*self.receivers, self.admin]
         try:
@@ -96,6 +127,10 @@ class Node:
             await component.stop()
         self._started.clear()
         await self.pipeline.stop()
+        if self.roles is not None:
+            await self.roles.stage.stop()
+            await self.roles.local.close()
+            await self.roles.peer.close()
         self.sink.close()
 
 

@@ -1,0 +1,82 @@
+"""The HA data path with real processes: two nodes, two Redis, a device sending to both."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.ha.conftest import Device, Pair, forwarded, report, wait_quiet
+
+pytestmark = pytest.mark.ha
+
+
+def test_steady_state_mixed_traffic_is_forwarded_exactly_once(pair: Pair) -> None:
+    device = Device(pair.nodes)
+    device.run(3000, rate=2000, custom_every=50)
+    wait_quiet(pair.nodes)
+    seen = forwarded(pair.nodes)
+    lost, doubled = report("steady", device.sent, seen)
+    assert not lost and not doubled
+    assert set(seen) == set(device.sent)
+    assert {e["node"] for e in pair.a.events()} == {"a"} and pair.b.events() == []
+
+
+def test_independent_loss_on_each_path_loses_nothing_and_doubles_nothing(pair: Pair) -> None:
+    device = Device(pair.nodes, loss=0.01)
+    device.run(4000, rate=2000)
+    wait_quiet(pair.nodes)
+    seen = forwarded(pair.nodes)
+    lost, doubled = report("1% loss per path", device.sent, seen)
+    only_b = [m for m, got in device.sent.items() if got == {"b"}]
+    assert only_b, "the loss pattern should leave some events to the standby alone"
+    assert not lost and not doubled
+    assert set(only_b) <= set(seen)
+
+
+def test_identical_events_in_one_window_keep_their_count(pair: Pair) -> None:
+    device = Device(pair.nodes)
+    for _ in range(3):
+        device.syslog("same text")
+    device.syslog("once")
+    wait_quiet(pair.nodes)
+    seen = forwarded(pair.nodes)
+    print(f"repeats: sent 3+1 forwarded {dict(seen)}")
+    assert seen == {"same text": 3, "once": 1}
+
+
+def test_master_killed_and_standby_promoted_loses_nothing(pair: Pair) -> None:
+    device = Device(pair.nodes)
+    device.run(1500, rate=1500)
+    pair.a.kill()
+    device.run(500, rate=1500)  # only b receives these, as pending
+    state = pair.b.set_role("master")
+    assert state["role"] == "master" and state["forwarding"]
+    device.run(1000, rate=1500)
+    wait_quiet([pair.b])
+    seen = forwarded(pair.nodes)
+    lost, doubled = report("master killed", device.sent, seen)
+    assert not lost
+    # Duplicates only from what a had in flight, and they keep their ids.
+    assert len(doubled) <= 1024
+    ids = {}
+    for node in pair.nodes:
+        for event in node.events():
+            assert ids.setdefault(event["msg"], event["id"]) == event["id"]
+
+
+def test_redis_primary_killed_degraded_mode_forwards_and_resyncs(pair: Pair) -> None:
+    device = Device(pair.nodes)
+    device.run(1000, rate=1500)
+    pair.redis_a.kill()
+    device.run(1000, rate=1500)
+    assert pair.a.status()["role"]["degraded"] is True
+    pair.redis_a.start()
+    pair.redis_b.replicate(pair.redis_a)
+    device.run(1000, rate=1500)
+    time.sleep(2)
+    wait_quiet(pair.nodes)
+    assert pair.a.status()["role"]["degraded"] is False
+    seen = forwarded(pair.nodes)
+    lost, doubled = report("redis primary killed", device.sent, seen)
+    assert not lost and not doubled
