@@ -264,10 +264,16 @@ class HaStage:
         entries = await self.store.rescue_read(self.node, 1024, block_ms)
         if not entries:
             return
+        await self._recovered()
         decoded = [decode_rescue(payload) for _, payload in entries]
         ids = [event_id for _, _, event_id in decoded]
-        won = await self.store.claim_ids(ids, self.window, self.clock())
-        chosen = [d for d, w in zip(decoded, won, strict=True) if w]
+        now = self.clock()
+        won = await self.store.claim_ids(ids, self.window, now)
+        # A store that lost its data (a restart without persistence) grants
+        # claims again; what this node forwarded itself within the window is
+        # known here, and is never forwarded twice.
+        new = self._recent.claim_ids(ids, self.window, now)
+        chosen = [d for d, w, n in zip(decoded, won, new, strict=True) if w and n]
         self.counters.errors["rescued_duplicate"] += len(decoded) - len(chosen)
         await self._forward([e for e, _, _ in chosen], [fp for _, fp, _ in chosen], [i for _, _, i in chosen])
         await self.store.rescue_ack([entry_id for entry_id, _ in entries])
