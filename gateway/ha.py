@@ -222,6 +222,9 @@ class HaStage:
             if self.unnumbered:
                 return
         if self.lease.forwarding(self.clock()):
+            # Held while the lease had lapsed: forward what nobody did.
+            if self.pending:
+                await self.flush_pending()
             return
         now = self.clock()
         due: list[str] = []
@@ -285,6 +288,9 @@ class HaStage:
             chunk = list(self.pending)[:4096]
             done = await self.store.forwarded(chunk)
             todo = [i for i, d in zip(chunk, done, strict=True) if not d]
+            # Not what this node forwarded itself meanwhile (from the rescue stream).
+            fresh = self._recent.claim_ids(todo, self.window, self.clock())
+            todo = [i for i, f in zip(todo, fresh, strict=True) if f]
             entries = [self.pending.pop(i) for i in chunk]
             by_id = dict(zip(chunk, entries, strict=True))
             await self.store.claim_ids(todo, self.window, self.clock(), node=self.node)

@@ -89,9 +89,10 @@ class Node:
     def status(self) -> dict[str, Any]:
         return json.loads(self.get("/status")[1])  # type: ignore[no-any-return]
 
-    def set_role(self, role: str) -> dict[str, Any]:
-        """`trapgate role ROLE -c CONFIG`, the operator's command."""
-        r = subprocess.run([sys.executable, "-m", "gateway", "role", role, "-c", str(self.config)],
+    def set_role(self, role: str, lease: float | None = None) -> dict[str, Any]:
+        """`trapgate role ROLE -c CONFIG [--lease S]`, the operator's command."""
+        extra = ["--lease", str(lease)] if lease else []
+        r = subprocess.run([sys.executable, "-m", "gateway", "role", role, "-c", str(self.config), *extra],
                            capture_output=True, text=True, timeout=60,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert r.returncode == 0, r.stderr

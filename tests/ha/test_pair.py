@@ -80,3 +80,21 @@ def test_redis_primary_killed_degraded_mode_forwards_and_resyncs(pair: Pair) -> 
     seen = forwarded(pair.nodes)
     lost, doubled = report("redis primary killed", device.sent, seen)
     assert not lost and not doubled
+
+
+def test_master_whose_lease_lapsed_forwards_nothing_until_renewed(pair: Pair) -> None:
+    device = Device(pair.nodes)
+    state = pair.a.set_role("master", lease=1.5)
+    assert state["forwarding"] and state["lease_until"] is not None
+    device.run(200, rate=1000)
+    time.sleep(1.6)  # the lease lapses; nobody renews it
+    before = sum(forwarded(pair.nodes).values())
+    assert pair.a.status()["role"]["forwarding"] is False
+    device.run(200, rate=1000)
+    time.sleep(1.5)
+    assert sum(forwarded(pair.nodes).values()) == before, "a node without a lease forwarded"
+    assert pair.a.status()["role"]["pending"] >= 200
+    pair.a.set_role("master", lease=30)
+    wait_quiet(pair.nodes)
+    lost, doubled = report("lease lapsed", device.sent, forwarded(pair.nodes))
+    assert not lost and not doubled
