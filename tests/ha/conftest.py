@@ -42,6 +42,7 @@ class Node:
         self.name, self.host, self.workdir = name, host, workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.syslog_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
+        self.snmp_port = free_port()
         self.out = workdir / "out.jsonl"
         self.config = workdir / "trapgate.toml"
         self.config.write_text(render_toml({
@@ -49,6 +50,8 @@ class Node:
             "receivers": {
                 "syslog": {"type": "udp", "format": "syslog", "address": f"{host}:{self.syslog_port}"},
                 "custom": {"type": "http", "format": "custom", "address": f"{host}:{self.http_port}"},
+                "snmp": {"type": "snmp", "address": f"{host}:{self.snmp_port}", "communities": ["public"],
+                         "engine_boots_file": str(workdir / "engine-boots")},
             },
             "admin": {"address": f"{host}:{self.admin_port}"},
             "dedup": {"store": "redis", "window": 30.0},
@@ -155,12 +158,27 @@ class Device:
         self.sent.setdefault(seq, set()).update(n.name for n in targets)
         return seq
 
-    def run(self, count: int, rate: float, custom_every: int = 0) -> None:
-        """`count` events at about `rate` per second; every `custom_every`-th a custom trap."""
+    def snmp(self) -> str:
+        """A v2c trap from Net-SNMP's snmptrap; the sequence is a varbind and the uptime."""
+        self.seq += 1
+        seq = f"t{self.seq}"
+        targets = self._targets()
+        for node in targets:
+            subprocess.run(["snmptrap", "-v", "2c", "-c", "public", f"{node.host}:{node.snmp_port}",
+                            str(self.seq), "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.2.1.2.2.1.2.1", "s", seq],
+                           check=False, timeout=5)
+        self.sent.setdefault(seq, set()).update(n.name for n in targets)
+        return seq
+
+    def run(self, count: int, rate: float, custom_every: int = 0, snmp_every: int = 0) -> None:
+        """`count` events at about `rate` per second; every `custom_every`-th a custom
+        trap, every `snmp_every`-th an SNMP trap, the rest syslog."""
         start = time.monotonic()
         for i in range(count):
             if custom_every and i % custom_every == 0:
                 self.custom()
+            elif snmp_every and i % snmp_every == 1:
+                self.snmp()
             else:
                 self.syslog()
             delay = start + (i + 1) / rate - time.monotonic()
@@ -170,7 +188,9 @@ class Device:
 
 def forwarded(nodes: list[Node]) -> Counter[str]:
     """How many times each message was forwarded, over both nodes' outputs."""
-    return Counter(e["msg"] for n in nodes for e in n.events())
+    return Counter(
+        e["varbinds"][0][2] if e["format"] == "snmp" else e["msg"] for n in nodes for e in n.events()
+    )
 
 
 def report(name: str, sent: dict[str, set[str]], seen: Counter[str]) -> tuple[set[str], dict[str, int]]:

@@ -13,12 +13,13 @@ pytestmark = pytest.mark.ha
 
 def test_steady_state_mixed_traffic_is_forwarded_exactly_once(pair: Pair) -> None:
     device = Device(pair.nodes)
-    device.run(3000, rate=2000, custom_every=50)
+    device.run(3000, rate=2000, custom_every=50, snmp_every=50)
     wait_quiet(pair.nodes)
     seen = forwarded(pair.nodes)
     lost, doubled = report("steady", device.sent, seen)
     assert not lost and not doubled
     assert set(seen) == set(device.sent)
+    assert {m[0] for m in seen} == {"s", "c", "t"}  # syslog, custom and SNMP all went through
     assert {e["node"] for e in pair.a.events()} == {"a"} and pair.b.events() == []
 
 
