@@ -139,6 +139,8 @@ class HaConfig:
     grace: float = 2.0
     check_after: float = 0.3
     max_pending: int = 1_000_000
+    spool: str = "trapgate-spool"
+    spool_fsync: bool = False
 
 
 @dataclass(frozen=True)

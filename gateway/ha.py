@@ -34,6 +34,7 @@ from dedup.redis import RedisStore
 from formats import Event
 from gateway.forward import Forwarder
 from gateway.metrics import Counters
+from gateway.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +71,23 @@ class _Entry:
     rescued_at: float | None = None
 
 
-def encode_rescue(event: Event, fp: str, event_id: str) -> bytes:
-    """An event as the standby hands it to the master on the rescue stream."""
+def encode_rescue(event: Event, fp: str, event_id: str, claimed: bool = False) -> bytes:
+    """An event as it travels on the rescue stream (and sits in the spool).
+
+    `claimed` says the id was claimed by a master that may not have forwarded
+    it (from its spool): the master taking it forwards it unless it is marked
+    forwarded, instead of claiming it.
+    """
     return msgpack.packb(  # type: ignore[no-any-return]
-        [event_id, fp, event.format, event.peer[0], event.peer[1], event.received_at, event.fields],
+        [event_id, fp, event.format, event.peer[0], event.peer[1], event.received_at, event.fields, claimed],
         use_bin_type=True,
     )
 
 
-def decode_rescue(data: bytes) -> tuple[Event, str, str]:
-    """The (event, fingerprint, id) of a rescue stream entry."""
-    event_id, fp, fmt, host, port, received_at, fields = msgpack.unpackb(data, raw=False)
-    return Event(fmt, (host, port), received_at, fields, b"", ()), fp, event_id
+def decode_rescue(data: bytes) -> tuple[Event, str, str, bool]:
+    """The (event, fingerprint, id, claimed) of a rescue stream entry."""
+    event_id, fp, fmt, host, port, received_at, fields, claimed = msgpack.unpackb(data, raw=False)
+    return Event(fmt, (host, port), received_at, fields, b"", ()), fp, event_id, claimed
 
 
 class HaStage:
@@ -98,6 +104,7 @@ class HaStage:
         grace: float = 2.0,
         check_after: float = 0.3,
         max_pending: int = 1_000_000,
+        spool: Spool | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
@@ -110,6 +117,7 @@ class HaStage:
         self.grace = grace
         self.check_after = check_after
         self.max_pending = max_pending
+        self.spool = spool
         self.clock = clock
         self.counters = Counters("ha", "stage")
         self.pending: dict[str, _Entry] = {}
@@ -146,8 +154,26 @@ class HaStage:
         await self._forward([events[i] for i in keep], [fps[i] for i in keep], [ids[i] for i in keep])
 
     async def _forward(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
+        if not events:
+            return
         self.counters.sent += len(events)
+        spool = self.spool
+        if spool is None:
+            await self.forwarder.forward(events, fps, ids)
+            return
+        batch = spool.append([encode_rescue(*x, claimed=True) for x in zip(events, fps, ids, strict=True)])
         await self.forwarder.forward(events, fps, ids)
+        spool.ack(batch)
+
+    async def recover_spool(self) -> int:
+        """Put what the spool kept from a previous run on the rescue stream."""
+        if self.spool is None:
+            return 0
+        entries = self.spool.recover()
+        for start in range(0, len(entries), 1024):
+            await self.store.rescue_add(entries[start : start + 1024])
+        self.spool.clear()
+        return len(entries)
 
     async def _mark_forwarded(self, ids: list[str]) -> None:
         if not self.degraded:
@@ -269,16 +295,19 @@ class HaStage:
             return
         await self._recovered()
         decoded = [decode_rescue(payload) for _, payload in entries]
-        ids = [event_id for _, _, event_id in decoded]
+        ids = [event_id for _, _, event_id, _ in decoded]
         now = self.clock()
         won = await self.store.claim_ids(ids, self.window, now)
+        done = await self.store.forwarded(ids)
         # A store that lost its data (a restart without persistence) grants
         # claims again; what this node forwarded itself within the window is
         # known here, and is never forwarded twice.
         new = self._recent.claim_ids(ids, self.window, now)
-        chosen = [d for d, w, n in zip(decoded, won, new, strict=True) if w and n]
+        chosen = [
+            d for d, w, f, n in zip(decoded, won, done, new, strict=True) if n and (w or (d[3] and not f))
+        ]
         self.counters.errors["rescued_duplicate"] += len(decoded) - len(chosen)
-        await self._forward([e for e, _, _ in chosen], [fp for _, fp, _ in chosen], [i for _, _, i in chosen])
+        await self._forward([d[0] for d in chosen], [d[1] for d in chosen], [d[2] for d in chosen])
         await self.store.rescue_ack([entry_id for entry_id, _ in entries])
 
     async def flush_pending(self) -> int:

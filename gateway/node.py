@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
 import sys
 import time
@@ -15,7 +16,7 @@ from formats import get_parser
 from gateway import metrics
 from gateway.admin import AdminServer
 from gateway.config import Config
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.forward import DedupStage, Forwarder, Stage
 from gateway.ha import HaStage, Lease, Role
 from gateway.pipeline import Pipeline
@@ -23,6 +24,9 @@ from gateway.quarantine import Quarantine
 from gateway.receivers import Receiver, build_receiver
 from gateway.roles import Roles, redis_settings
 from gateway.sinks import open_sink
+from gateway.spool import Spool
+
+log = logging.getLogger(__name__)
 
 
 class Node:
@@ -64,9 +68,14 @@ class Node:
         local = RedisStore(redis_settings(config.redis, "local"))
         peer = RedisStore(redis_settings(config.redis, "peer"))
         ha = config.ha
+        try:
+            spool = Spool(ha.spool, fsync=ha.spool_fsync)
+        except OSError as exc:
+            raise ConfigError("ha.spool", f"cannot open {ha.spool}: {exc.strerror}") from None
         stage = HaStage(
             config.node.name, peer, forwarder, Mode(config.dedup.mode), config.dedup.window,
             Lease(Role.STANDBY), grace=ha.grace, check_after=ha.check_after, max_pending=ha.max_pending,
+            spool=spool,
         )
         return Roles(stage, local, peer, config.redis.peer)
 
@@ -107,8 +116,11 @@ class Node:
             ha = self.config.ha
             try:
                 await self.roles.set_role(ha.role, ha.lease or None)
+                recovered = await self.roles.stage.recover_spool()
             except StoreError as exc:
                 raise GatewayError(f"cannot take the role {ha.role}: redis: {exc}") from None
+            if recovered:
+                log.warning("handed %d spooled events of the last run to the master", recovered)
             self.roles.stage.start()
         lines = []
         components: list[Receiver | AdminServer] = [*self.receivers, self.admin]
@@ -131,6 +143,8 @@ class Node:
             await self.roles.stage.stop()
             await self.roles.local.close()
             await self.roles.peer.close()
+            if self.roles.stage.spool is not None:
+                self.roles.stage.spool.close()
         self.sink.close()
 
 
