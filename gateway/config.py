@@ -114,6 +114,8 @@ class RedisConfig:
 
     The master's Redis is the primary and the standby's replicates it; the
     node points its own Redis at the right primary when its role changes.
+    With `cluster`, `local` is any node of a Redis Cluster (or Valkey) that
+    both nodes share; the cluster keeps its own replicas and `peer` is unused.
     """
 
     local: str = "redis://127.0.0.1:6379"
@@ -127,6 +129,7 @@ class RedisConfig:
     connect_timeout: float = 1.0
     socket_timeout: float = 2.0
     prefix: str = "tg:"
+    cluster: bool = False
 
 
 @dataclass(frozen=True)
@@ -281,7 +284,7 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
     if not config.node.name:
         raise ConfigError("node.name", "must not be empty")
     if config.dedup.store == "redis":
-        for key in ("local", "peer"):
+        for key in ("local",) if config.redis.cluster else ("local", "peer"):
             url = getattr(config.redis, key)
             if not url.startswith(("redis://", "rediss://")):
                 raise ConfigError(f"redis.{key}", f"{url!r} is not a redis:// or rediss:// URL")

@@ -66,14 +66,14 @@ class Node:
     @staticmethod
     def _pair(config: Config, forwarder: Forwarder) -> Roles:
         local = RedisStore(redis_settings(config.redis, "local"))
-        peer = RedisStore(redis_settings(config.redis, "peer"))
+        peer = None if config.redis.cluster else RedisStore(redis_settings(config.redis, "peer"))
         ha = config.ha
         try:
             spool = Spool(ha.spool, fsync=ha.spool_fsync)
         except OSError as exc:
             raise ConfigError("ha.spool", f"cannot open {ha.spool}: {exc.strerror}") from None
         stage = HaStage(
-            config.node.name, peer, forwarder, Mode(config.dedup.mode), config.dedup.window,
+            config.node.name, peer or local, forwarder, Mode(config.dedup.mode), config.dedup.window,
             Lease(Role.STANDBY), grace=ha.grace, check_after=ha.check_after, max_pending=ha.max_pending,
             spool=spool,
         )
@@ -142,7 +142,8 @@ class Node:
         if self.roles is not None:
             await self.roles.stage.stop()
             await self.roles.local.close()
-            await self.roles.peer.close()
+            if self.roles.peer is not None:
+                await self.roles.peer.close()
             if self.roles.stage.spool is not None:
                 self.roles.stage.spool.close()
         self.sink.close()

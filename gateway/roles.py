@@ -41,6 +41,7 @@ def redis_settings(config: RedisConfig, which: str) -> RedisSettings:
             connect_timeout=config.connect_timeout,
             socket_timeout=config.socket_timeout,
             prefix=config.prefix,
+            cluster=config.cluster,
         )
     except ValueError as exc:
         raise ConfigError(f"redis.{which}", str(exc)) from None
@@ -55,12 +56,12 @@ class Roles:
     """The role of this node of an HA pair, and the switches between roles."""
 
     def __init__(
-        self, stage: HaStage, local: RedisStore, peer: RedisStore, peer_url: str,
+        self, stage: HaStage, local: RedisStore, peer: RedisStore | None, peer_url: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.stage = stage
         self.local = local
-        self.peer = peer
+        self.peer = peer  # None: a shared cluster, which keeps its own replicas
         self.peer_url = peer_url
         self.clock = clock
 
@@ -86,14 +87,16 @@ class Roles:
             return self.state()
         if role == Role.STANDBY:
             stage.lease = Lease(Role.STANDBY, current.epoch)
-            host, port = _host_port(self.peer_url)
-            try:
-                await self.local.replicate_from(host, port)
-            except StoreError as exc:
-                log.error("cannot make the local Redis a replica of %s:%d: %s", host, port, exc)
-            stage.store = self.peer
+            if self.peer is not None:
+                host, port = _host_port(self.peer_url)
+                try:
+                    await self.local.replicate_from(host, port)
+                except StoreError as exc:
+                    log.error("cannot make the local Redis a replica of %s:%d: %s", host, port, exc)
+                stage.store = self.peer
             return self.state()
-        await self.local.promote()
+        if self.peer is not None:
+            await self.local.promote()
         stage.store = self.local
         epoch = await self.local.bump_epoch()
         stage.lease = Lease(Role.MASTER, epoch, self._until(lease))

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.redis_servers import RedisServer, free_port
+from tests.redis_servers import RedisClusterServers, RedisServer, free_port
 from tests.toml_render import render_toml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,8 +37,9 @@ TOKEN = "ha-test-token"
 class Node:
     """One trapgate process of the pair."""
 
-    def __init__(self, name: str, host: str, workdir: Path, redis: RedisServer, peer_redis: RedisServer,
-                 role: str, ha: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, host: str, workdir: Path, redis: RedisServer | None,
+                 peer_redis: RedisServer | None, role: str, ha: dict[str, Any] | None = None,
+                 cluster_url: str = "") -> None:
         self.name, self.host, self.workdir = name, host, workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.syslog_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
@@ -55,8 +56,9 @@ class Node:
             },
             "admin": {"address": f"{host}:{self.admin_port}"},
             "dedup": {"store": "redis", "window": 30.0},
-            "redis": {"local": redis.url, "peer": peer_redis.url, "socket_timeout": 0.5,
-                      "connect_timeout": 0.5},
+            "redis": {"local": redis.url, "peer": peer_redis.url, "socket_timeout": 0.5}
+            if redis is not None and peer_redis is not None
+            else {"local": cluster_url, "cluster": True, "socket_timeout": 1.0},
             "ha": {"role": role, "token": TOKEN, "grace": 1.0, "check_after": 0.2,
                    "spool": str(workdir / "spool"), **(ha or {})},
             "sink": {"type": "file", "path": str(self.out)},
@@ -248,3 +250,18 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
             assert "Traceback" not in log, log
         redis_b.stop()
         redis_a.stop()
+
+
+@pytest.fixture
+def cluster_pair(tmp_path: Path) -> Iterator[list[Node]]:
+    """Both nodes on one shared three-master Redis Cluster."""
+    with RedisClusterServers(tmp_path / "cluster") as cluster:
+        host, port = cluster.startup
+        url = f"redis://{host}:{port}/0"
+        a = Node("a", "127.0.0.2", tmp_path / "a", None, None, "master", cluster_url=url).start()
+        b = Node("b", "127.0.0.3", tmp_path / "b", None, None, "standby", cluster_url=url).start()
+        try:
+            yield [a, b]
+        finally:
+            for node in (a, b):
+                node.stop()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.ha.conftest import Device, Pair, forwarded, report, wait_quiet
+from tests.ha.conftest import Device, Node, Pair, forwarded, report, wait_quiet
 
 pytestmark = pytest.mark.ha
 
@@ -99,3 +99,23 @@ def test_master_whose_lease_lapsed_forwards_nothing_until_renewed(pair: Pair) ->
     wait_quiet(pair.nodes)
     lost, doubled = report("lease lapsed", device.sent, forwarded(pair.nodes))
     assert not lost and not doubled
+
+
+def test_pair_on_a_redis_cluster_forwards_exactly_once_and_fails_over(cluster_pair: list[Node]) -> None:
+    a, b = cluster_pair
+    device = Device(cluster_pair, loss=0.01)
+    device.run(1500, rate=1500)
+    wait_quiet(cluster_pair)
+    lost, doubled = report("cluster, 1% loss per path", device.sent, forwarded(cluster_pair))
+    assert not lost and not doubled
+    device.loss = 0.0
+    device.run(300, rate=1500)
+    a.kill()
+    device.nodes = [b]
+    device.run(300, rate=1500)
+    assert b.set_role("master")["forwarding"]
+    device.run(500, rate=1500)
+    wait_quiet([b])
+    lost, doubled = report("cluster, master killed", device.sent, forwarded(cluster_pair))
+    assert not lost
+    assert len(doubled) <= 1024
