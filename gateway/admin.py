@@ -10,8 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.config import parse_address
-from gateway.errors import ListenError
+from gateway._http import serve_app
 
 CONTENT_TYPE_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -66,20 +65,12 @@ class AdminServer:
 
     async def start(self) -> str:
         """Bind and serve; return where it listens."""
-        host, port = parse_address("admin.address", self.address)
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics_page)
         app.router.add_get("/status", self._status_page)
         app.router.add_post("/role", self._role)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ListenError("admin.address", self.address, (exc.strerror or str(exc)).lower()) from None
-        self._runner = runner
+        self._runner = await serve_app(app, "admin.address", self.address)
         return f"admin http://{self.address} (/health /metrics /status)"
 
     async def stop(self) -> None:

@@ -15,8 +15,8 @@ import time
 from aiohttp import web
 
 from formats import Event, FormatError, Peer
-from gateway.config import ReceiverConfig, parse_address
-from gateway.errors import ListenError
+from gateway._http import serve_app
+from gateway.config import ReceiverConfig
 from gateway.pipeline import Batch, Intake
 
 log = logging.getLogger(__name__)
@@ -66,18 +66,9 @@ class HttpReceiver:
 
     async def start(self) -> str:
         """Bind and serve; return where it listens."""
-        name = f"receivers.{self.intake.name}"
-        host, port = parse_address(f"{name}.address", self.config.address)
         app = web.Application(client_max_size=self.config.max_body)
         app.router.add_route("POST", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ListenError(name, self.config.address, (exc.strerror or str(exc)).lower()) from None
-        self._runner = runner
+        self._runner = await serve_app(app, f"receivers.{self.intake.name}.address", self.config.address)
         return f"{self.intake.parser.name} http://{self.config.address} (receiver {self.intake.name})"
 
     async def stop(self) -> None:

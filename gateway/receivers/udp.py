@@ -31,13 +31,11 @@ class UdpReceiver:
         self.intake = intake
         self.rcvbuf = 0
         self._transport: asyncio.DatagramTransport | None = None
-        self._sock: socket.socket | None = None
 
     async def start(self) -> str:
         """Bind and start reading; return where it listens."""
         name = f"receivers.{self.intake.name}"
         sock = bind_socket(name, self.config.address, socket.SOCK_DGRAM, self.config.rcvbuf)
-        self._sock = sock
         self.rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.intake.counters.live_drops = lambda: {"kernel": kernel_drops(sock)}
         loop = asyncio.get_running_loop()

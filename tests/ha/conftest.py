@@ -16,8 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.gateway_process import GatewayProcess
 from tests.redis_servers import RedisClusterServers, RedisServer, free_port
 from tests.toml_render import render_toml
 
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "ha-test-token"
 
 
-class Node:
+class Node(GatewayProcess):
     """One trapgate process of the pair."""
 
     def __init__(self, name: str, host: str, workdir: Path, redis: RedisServer | None,
@@ -65,7 +64,7 @@ class Node:
             "quarantine": {"path": str(workdir / "quarantine.jsonl")},
             "pipeline": {"flush_ms": 5.0},
         }))
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.admin_url = f"http://{host}:{self.admin_port}"
 
     def start(self) -> Node:
         self.proc = subprocess.Popen(
@@ -73,27 +72,8 @@ class Node:
             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
             stderr=open(self.workdir / "stderr.log", "ab"),  # noqa: SIM115
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {(self.workdir / 'stderr.log').read_text()}")
-            try:
-                if self.get("/health")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not become healthy")
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://{self.host}:{self.admin_port}{path}", timeout=5) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-
-    def status(self) -> dict[str, Any]:
-        return json.loads(self.get("/status")[1])  # type: ignore[no-any-return]
+        self.wait_healthy(lambda: (self.workdir / "stderr.log").read_text())
+        return self
 
     def set_role(self, role: str, lease: float | None = None) -> dict[str, Any]:
         """`trapgate role ROLE -c CONFIG [--lease S]`, the operator's command."""

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Trapgate, run_cli
+
+from tests.integration.harness import ROOT, Trapgate, run_cli
 
 pytestmark = pytest.mark.integration
 

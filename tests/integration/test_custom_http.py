@@ -7,7 +7,8 @@ import subprocess
 
 import jsonschema
 import pytest
-from conftest import SCHEMA, Trapgate
+
+from tests.integration.harness import SCHEMA, Trapgate
 
 pytestmark = pytest.mark.integration
 

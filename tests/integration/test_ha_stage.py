@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 
 from dedup import Mode, fingerprint
@@ -15,24 +14,9 @@ from dedup.redis import RedisSettings, RedisStore
 from formats import Event
 from gateway.forward import Forwarder
 from gateway.ha import HaStage, Lease, Role, encode_rescue
-from gateway.metrics import Counters
 from gateway.spool import Spool
+from tests.memory_sink import ListSink
 from tests.redis_servers import RedisServer, require_redis_server
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.counters = Counters("list", "sink")
-        self.lines: list[bytes] = []
-
-    async def write(self, lines: list[bytes]) -> None:
-        self.lines += lines
-
-    def close(self) -> None:
-        pass
-
-    def msgs(self) -> list[str]:
-        return [orjson.loads(line)["msg"] for line in self.lines]
 
 
 def ev(msg: str) -> Event:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Trapgate, free_port, run_cli
+
+from tests.integration.harness import ROOT, Trapgate, free_port, run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import SCHEMA, Trapgate, free_port
 
 from gateway._snmp_config import default_engine_id
+from tests.integration.harness import SCHEMA, Trapgate, free_port
 
 pytestmark = pytest.mark.integration
 

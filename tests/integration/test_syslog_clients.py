@@ -10,7 +10,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import SCHEMA, Trapgate
+
+from tests.integration.harness import SCHEMA, Trapgate
 
 pytestmark = pytest.mark.integration
 

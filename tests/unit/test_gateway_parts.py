@@ -16,6 +16,7 @@ from gateway.forward import DedupStage, Forwarder
 from gateway.metrics import Counters, exposition
 from gateway.pipeline import Pipeline
 from gateway.quarantine import Quarantine
+from tests.memory_sink import ListSink
 
 
 def test_rfc3339_is_utc_with_milliseconds() -> None:
@@ -60,18 +61,6 @@ class Parser:
         if data == b"bug":
             raise ZeroDivisionError
         return Event("test", peer, received_at, {"d": data.decode()}, data, (data,))
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.counters = Counters("list", "sink")
-        self.lines: list[bytes] = []
-
-    async def write(self, lines: list[bytes]) -> None:
-        self.lines += lines
-
-    def close(self) -> None:
-        pass
 
 
 def make_pipeline(tmp_path: Path, max_queued: int = 1000) -> tuple[Pipeline, ListSink]:
