@@ -126,7 +126,6 @@ class HaStage:
         # What this node forwarded within the window, kept so that a store
         # that lost it (outage, restart) can be told again.
         self._recent = MemoryStore(max_pending)
-        self._unsynced: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- the pipeline stage -----------------------------------------------
@@ -148,7 +147,6 @@ class HaStage:
         except StoreError as exc:
             self._store_down(exc)
             ids, won = self._recent.claim_now(self.node, fps, self.mode, self.window, now)
-            self._unsynced += [i for i, w in zip(ids, won, strict=True) if w]
         keep = [i for i, w in enumerate(won) if w]
         self.counters.dropped["duplicate"] += len(events) - len(keep)
         await self._forward([events[i] for i in keep], [fps[i] for i in keep], [ids[i] for i in keep])
@@ -176,14 +174,13 @@ class HaStage:
         return len(entries)
 
     async def _mark_forwarded(self, ids: list[str]) -> None:
-        if not self.degraded:
-            self._recent.claim_ids(ids, self.window, self.clock(), node=self.node)
-            try:
-                await self.store.mark_forwarded(ids, self.window)
-                return
-            except StoreError as exc:
-                self._store_down(exc)
-        self._unsynced += ids
+        if self.degraded:
+            return  # claimed in `_recent` already; `resync` tells the store
+        self._recent.claim_ids(ids, self.window, self.clock(), node=self.node)
+        try:
+            await self.store.mark_forwarded(ids, self.window)
+        except StoreError as exc:
+            self._store_down(exc)
 
     async def _as_standby(self, events: list[Event]) -> None:
         if self.unnumbered:
@@ -222,13 +219,12 @@ class HaStage:
         if not self.degraded:
             return
         self.degraded = False
-        log.warning("store reachable again; writing back %d forwarded ids", len(self._unsynced))
+        log.warning("store reachable again; writing back what was forwarded meanwhile")
         await self.resync()
 
     async def resync(self) -> None:
         """Tell the store every id this node forwarded within the window."""
         ids = self._recent.live_ids(self.clock())
-        self._unsynced.clear()
         for start in range(0, len(ids), 4096):
             chunk = ids[start : start + 4096]
             try:
