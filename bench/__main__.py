@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from bench import snmp, syslog
+from bench import ha, snmp, syslog
 from bench.procs import BenchError
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     syslog.register(subparsers)
     snmp.register(subparsers)
+    ha.register(subparsers)
     return parser
 
 

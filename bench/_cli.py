@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from bench.report import Record, build_report, human_summary
+from bench.report import RUN_COLUMNS, Record, build_report, human_summary
 from bench.runner import Load, TargetFactory, host_info, measure, run_alternating
 from bench.trapgate import DEFAULT_COMMAND
 
@@ -154,10 +154,10 @@ def run_benchmark(
     return build_report(benchmark, params, host_info(), records, "trapgate", notes)
 
 
-def finish(report: Record, args: argparse.Namespace) -> int:
-    """Print the summary (stderr) and, with --json, the report (stdout); exit code 0."""
+def finish(report: Record, args: argparse.Namespace, columns: Sequence[tuple[str, str]] = RUN_COLUMNS) -> int:
+    """Print the summary (stderr, tables of `columns`) and, with --json, the report (stdout); exit code 0."""
     log("")
-    log(human_summary(report))
+    log(human_summary(report, columns))
     if args.json:
         print(json.dumps(report, indent=None, sort_keys=False))
     return 0

@@ -9,6 +9,8 @@ after they are waited for.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,3 +86,42 @@ def peak_rss_kib(pid: int) -> int | None:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return None
+
+
+def parse_host_cpu(text: str) -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs from /proc/stat text.
+
+    Busy is everything but idle and iowait.
+    """
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            ticks = [int(v) for v in line.split()[1:]]
+            # user nice system idle iowait irq softirq steal (guest time is inside user)
+            total = sum(ticks[:8])
+            return total - ticks[3] - ticks[4], total
+    raise ValueError("no aggregate cpu line in /proc/stat")
+
+
+def host_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of the whole host since boot, over all CPUs."""
+    return parse_host_cpu(Path("/proc/stat").read_text())
+
+
+def host_busy_pct(seconds: float, sleep: Callable[[float], None] = time.sleep) -> float:
+    """The share of all CPUs busy over the next `seconds`, in percent."""
+    busy0, total0 = host_cpu_ticks()
+    sleep(seconds)
+    busy1, total1 = host_cpu_ticks()
+    return 100.0 * (busy1 - busy0) / max(1, total1 - total0)
+
+
+def wait_quiet_host(max_busy_pct: float, timeout: float, sample: float = 2.0) -> float:
+    """Wait until the host is busy below `max_busy_pct` over `sample` seconds, at most `timeout`.
+
+    Returns the last share measured (above the limit when the wait timed out).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = host_busy_pct(sample)
+        if busy < max_busy_pct or time.monotonic() >= deadline:
+            return busy

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,13 +82,20 @@ class OutputTailer(threading.Thread):
 
 @dataclass(frozen=True)
 class SeqCount:
-    """What a finished output file holds, counted by sequence number."""
+    """What finished output files hold, counted by sequence number.
+
+    `duplicates` counts matching lines beyond the first of their number;
+    `doubled` counts the numbers found more than once. `lines_per_file`
+    follows the order of the paths counted.
+    """
 
     lines: int
     distinct: int
     duplicates: int
     out_of_range: int
     unmatched_lines: int
+    doubled: int = 0
+    lines_per_file: tuple[int, ...] = ()
 
 
 def count_sequences(path: Path, total: int, seq_pattern: re.Pattern[bytes]) -> SeqCount:
@@ -98,37 +105,67 @@ def count_sequences(path: Path, total: int, seq_pattern: re.Pattern[bytes]) -> S
     with `^` under `re.MULTILINE`) and captures the number in group 1; only
     the first match of a line counts.
     """
+    return count_union([path], total, seq_pattern)
+
+
+def count_union(paths: Sequence[Path], total: int, seq_pattern: re.Pattern[bytes]) -> SeqCount:
+    """`count_sequences` over several files at once: a number is distinct over their union.
+
+    For the outputs of two nodes that both may forward: a number forwarded
+    by each of them counts once in `distinct` and once in `duplicates`.
+    """
+    # Copies per number, saturating at 255.
     seen = bytearray(total)
-    lines = distinct = duplicates = out_of_range = matched = 0
-    if path.exists():
-        with path.open("rb") as handle:
-            carry = b""
-            while True:
-                data = handle.read(_CHUNK)
-                block = carry + data
-                if data:
-                    cut = block.rfind(b"\n") + 1
-                    carry = block[cut:]
-                    block = block[:cut]
-                elif block and not block.endswith(b"\n"):
-                    block += b"\n"
-                lines += block.count(b"\n")
-                for number in seq_pattern.findall(block):
-                    matched += 1
-                    seq = int(number)
-                    if seq >= total:
-                        out_of_range += 1
-                    elif seen[seq]:
-                        duplicates += 1
-                    else:
-                        seen[seq] = 1
-                        distinct += 1
-                if not data:
-                    break
+    lines = distinct = duplicates = doubled = out_of_range = matched = 0
+    per_file: list[int] = []
+    for path in paths:
+        file_lines = 0
+        for block in _line_blocks(path):
+            file_lines += block.count(b"\n")
+            for number in seq_pattern.findall(block):
+                matched += 1
+                seq = int(number)
+                if seq >= total:
+                    out_of_range += 1
+                    continue
+                copies = seen[seq]
+                if copies == 0:
+                    distinct += 1
+                else:
+                    duplicates += 1
+                    if copies == 1:
+                        doubled += 1
+                if copies < 255:
+                    seen[seq] = copies + 1
+        per_file.append(file_lines)
+        lines += file_lines
     return SeqCount(
         lines=lines,
         distinct=distinct,
         duplicates=duplicates,
         out_of_range=out_of_range,
         unmatched_lines=lines - matched,
+        doubled=doubled,
+        lines_per_file=tuple(per_file),
     )
+
+
+def _line_blocks(path: Path) -> Iterator[bytes]:
+    """The file in blocks of whole lines; a last line without newline gets one."""
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        carry = b""
+        while True:
+            data = handle.read(_CHUNK)
+            block = carry + data
+            if data:
+                cut = block.rfind(b"\n") + 1
+                carry = block[cut:]
+                block = block[:cut]
+            elif block and not block.endswith(b"\n"):
+                block += b"\n"
+            if block:
+                yield block
+            if not data:
+                return

@@ -105,6 +105,13 @@ class ManagedProcess:
             return ""
         return data[-limit:].decode("utf-8", "replace").strip()
 
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to `timeout` seconds for the child to end; its exit code, or None if it runs on."""
+        try:
+            return self._require().wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, grace: float = 5.0) -> int | None:
         """Terminate the child's process group, kill it after `grace` seconds.
 

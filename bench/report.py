@@ -127,6 +127,7 @@ def build_report(
     records: Sequence[Record],
     subject: str,
     notes: Sequence[str] = (),
+    ratio_fields: Sequence[str] = RATIO_FIELDS,
 ) -> Record:
     """The one JSON object a benchmark prints: inputs, every run, medians, ratios."""
     summary = summarize(records)
@@ -137,12 +138,12 @@ def build_report(
         "notes": list(notes),
         "runs": list(records),
         "summary": summary,
-        "ratios": ratios(summary, subject, RATIO_FIELDS),
+        "ratios": ratios(summary, subject, ratio_fields),
     }
 
 
-def human_summary(report: Mapping[str, Any]) -> str:
-    """The report as a few lines of text for a person at a terminal."""
+def human_summary(report: Mapping[str, Any], columns: Sequence[tuple[str, str]] = RUN_COLUMNS) -> str:
+    """The report as a few lines of text for a person at a terminal; `columns` as in `table`."""
     params = report["params"]
     host = report["host"]
     lines = [
@@ -152,12 +153,12 @@ def human_summary(report: Mapping[str, Any]) -> str:
         f"net.core.rmem_max={host.get('rmem_max')} rmem_default={host.get('rmem_default')}, "
         f"rcvbuf requested {params.get('rcvbuf')} for every system",
         "",
-        table(report["runs"], RUN_COLUMNS),
+        table(report["runs"], columns),
         "",
         "medians:",
         table(
             [{"system": k, **v} for k, v in report["summary"].items()],
-            [c for c in RUN_COLUMNS if c[0] != "run"],
+            [c for c in columns if c[0] != "run"],
         ),
     ]
     for pair, values in report["ratios"].items():

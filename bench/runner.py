@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from bench.cpu import peak_rss_kib, tree_cpu_seconds
 from bench.netinfo import effective_rcvbuf, rmem_settings, udp_socket_stats
@@ -30,6 +31,7 @@ from bench.targets import UdpTarget
 
 TargetFactory = Callable[[Path, int], UdpTarget]
 Log = Callable[[str], None]
+Factory = TypeVar("Factory")
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def measure(
             try:
                 cpu_before = tree_cpu_seconds(pid)
                 sent = send_paced(
-                    ("127.0.0.1", target.port),
+                    (target.host, target.port),
                     load.rate,
                     load.duration,
                     load.render,
@@ -99,7 +101,7 @@ def measure(
                 )
                 drained = _wait_drained(tailer, sent.t_last, load, target)
                 cpu = tree_cpu_seconds(pid) - cpu_before
-                sock = udp_socket_stats(target.port)
+                sock = udp_socket_stats(target.port, target.host)
                 rb = effective_rcvbuf(target.port)
                 rss = peak_rss_kib(pid)
                 counters = target.counters()
@@ -158,9 +160,9 @@ def measure(
 
 
 def run_alternating(
-    systems: Mapping[str, TargetFactory],
+    systems: Mapping[str, Factory],
     runs: int,
-    one: Callable[[str, TargetFactory, int], Record],
+    one: Callable[[str, Factory, int], Record],
 ) -> list[Record]:
     """`runs` rounds, each measuring every system once, in the given order."""
     order: Sequence[str] = list(systems)

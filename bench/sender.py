@@ -9,19 +9,22 @@ sendmmsg call, which keeps the loop at a few µs per datagram: about 200k
 datagrams/s on loopback, where the kernel's receive path is paid by the
 sender. Every `probe_every`-th datagram is a probe: it is rendered by
 its own callable (so the receiving side can find it cheaply) and its send
-time is recorded for latency.
+time is recorded for latency. With several destinations (a device that
+sends every trap to two receivers) each run is rendered once and sent to
+every destination in turn, one sendmmsg batch per destination.
 """
 
 from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bench._mmsg import FixedBatchSender
 
 Render = Callable[[int], bytes]
+Address = tuple[str, int]
 
 _TICK = 0.001
 _SNDBUF = 4 * 1024 * 1024
@@ -30,9 +33,14 @@ _BATCH = 256
 
 @dataclass
 class SendResult:
-    """What a paced send achieved; times are `time.monotonic()` seconds."""
+    """What a paced send achieved; times are `time.monotonic()` seconds.
+
+    `attempted` counts numbered datagrams, each sent to every one of
+    `destinations`; `errors` counts refused copies.
+    """
 
     rate: float
+    destinations: int = 1
     attempted: int = 0
     errors: int = 0
     t_first: float = 0.0
@@ -42,7 +50,11 @@ class SendResult:
 
     @property
     def sent(self) -> int:
-        """Datagrams the kernel accepted."""
+        """Datagrams the kernel accepted.
+
+        With several destinations, a lower bound on the numbers of which at
+        least one copy was accepted.
+        """
         return self.attempted - self.errors
 
     @property
@@ -57,7 +69,7 @@ class SendResult:
 
 
 def send_paced(
-    address: tuple[str, int],
+    address: Address,
     rate: float,
     duration: float,
     render: Render,
@@ -75,22 +87,56 @@ def send_paced(
     allow it, others one `send` each. Send errors (e.g. ICMP port
     unreachable reported on the connected socket) are counted, not raised.
     """
-    if rate <= 0 or duration <= 0:
-        raise ValueError("rate and duration must be positive")
-    total = round(rate * duration)
-    result = SendResult(rate=rate)
-    probe_times = result.probe_times
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
-        sock.connect(address)
-        send = sock.send
-        length = len(render(0))
-        batcher = (
-            FixedBatchSender(sock.fileno(), length, _BATCH)
+    return send_paced_all(
+        [address], rate, duration, render, render_probe, probe_every, clock, sleep, use_sendmmsg
+    )
+
+
+class _Destination:
+    """One connected socket and, where available, its sendmmsg batcher."""
+
+    def __init__(self, address: Address, length: int, use_sendmmsg: bool) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
+        self.sock.connect(address)
+        self.send = self.sock.send
+        self.batcher = (
+            FixedBatchSender(self.sock.fileno(), length, _BATCH)
             if use_sendmmsg and FixedBatchSender.available()
             else None
         )
-        result.method = "sendmmsg" if batcher is not None else "send"
+
+
+def send_paced_all(
+    addresses: Sequence[Address],
+    rate: float,
+    duration: float,
+    render: Render,
+    render_probe: Render,
+    probe_every: int = 1000,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    use_sendmmsg: bool = True,
+) -> SendResult:
+    """`send_paced` to every one of `addresses`: each numbered datagram goes to all of them.
+
+    A probe's send time is taken just before its first copy leaves.
+    """
+    if rate <= 0 or duration <= 0:
+        raise ValueError("rate and duration must be positive")
+    if not addresses:
+        raise ValueError("no destination")
+    total = round(rate * duration)
+    result = SendResult(rate=rate, destinations=len(addresses))
+    probe_times = result.probe_times
+    length = len(render(0))
+    dests = [_Destination(address, length, use_sendmmsg) for address in addresses]
+    try:
+        sends = [d.send for d in dests]
+        batchers = [d.batcher for d in dests if d.batcher is not None]
+        if len(batchers) != len(dests):
+            batchers = []
+        result.method = "sendmmsg" if batchers else "send"
         seq = 0
         next_probe = 0 if probe_every > 0 else total
         errors = 0
@@ -104,27 +150,35 @@ def send_paced(
             while seq < due:
                 if seq == next_probe:
                     probe_times[seq] = clock()
-                    try:
-                        send(render_probe(seq))
-                    except OSError:
-                        errors += 1
+                    data = render_probe(seq)
+                    for send in sends:
+                        try:
+                            send(data)
+                        except OSError:
+                            errors += 1
                     seq += 1
                     next_probe += probe_every
                     continue
                 stop = min(due, next_probe, seq + _BATCH)
-                if batcher is not None:
+                if batchers:
                     data = b"".join(map(render, range(seq, stop)))
                     if len(data) == (stop - seq) * length:
-                        errors += batcher.send(data)
+                        for batcher in batchers:
+                            errors += batcher.send(data)
                         seq = stop
                         continue
                 for n in range(seq, stop):
-                    try:
-                        send(render(n))
-                    except OSError:
-                        errors += 1
+                    data = render(n)
+                    for send in sends:
+                        try:
+                            send(data)
+                        except OSError:
+                            errors += 1
                 seq = stop
         result.t_last = clock()
         result.attempted = total
         result.errors = errors
+    finally:
+        for d in dests:
+            d.sock.close()
     return result

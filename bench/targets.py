@@ -34,14 +34,15 @@ class TargetCounters:
 
 
 class UdpTarget(ABC):
-    """A receiver process under test: UDP in on 127.0.0.1, one output file."""
+    """A receiver process under test: UDP in on `host` (a loopback address), one output file."""
 
     name: str = "target"
 
-    def __init__(self, workdir: Path, rcvbuf: int) -> None:
+    def __init__(self, workdir: Path, rcvbuf: int, host: str = "127.0.0.1") -> None:
         self.workdir = workdir
         self.rcvbuf = rcvbuf
-        self.port = free_port()
+        self.host = host
+        self.port = free_port(host=host)
         self.out_path = workdir / "out.log"
         self._process: ManagedProcess | None = None
 
@@ -63,9 +64,9 @@ class UdpTarget(ABC):
     def wait_ready(self) -> None:
         """Return once the UDP socket is bound; subclasses add their own checks."""
         wait_until(
-            lambda: udp_socket_stats(self.port) is not None,
+            lambda: udp_socket_stats(self.port, self.host) is not None,
             READY_TIMEOUT,
-            f"{self.name} to bind UDP 127.0.0.1:{self.port}",
+            f"{self.name} to bind UDP {self.host}:{self.port}",
             alive=self.process.check_alive,
         )
 

@@ -40,15 +40,17 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)
 
 
-TomlValue = str | int | bool | Sequence[str]
-"""A value the bench writes into a receiver table."""
+TomlValue = str | int | float | bool | Sequence[str]
+"""A value the bench writes into a config table."""
+
+TomlTable = Mapping[str, TomlValue]
 
 
 def _toml_value(value: TomlValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, str):
         return _toml_str(value)
     return "[" + ", ".join(_toml_str(item) for item in value) + "]"
@@ -57,21 +59,26 @@ def _toml_value(value: TomlValue) -> str:
 def _receiver_table(
     receiver: str,
     fmt: str,
+    host: str,
     udp_port: int,
     rcvbuf: int,
-    options: Mapping[str, TomlValue],
-    users: Sequence[Mapping[str, TomlValue]],
+    options: TomlTable,
+    users: Sequence[TomlTable],
 ) -> str:
     kind = "snmp" if fmt == "snmp" else "udp"
     lines = [f"[receivers.{receiver}]", f'type = "{kind}"']
     if kind == "udp":
         lines.append(f"format = {_toml_str(fmt)}")
-    lines += [f'address = "127.0.0.1:{udp_port}"', f"rcvbuf = {rcvbuf}"]
+    lines += [f'address = "{host}:{udp_port}"', f"rcvbuf = {rcvbuf}"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in options.items()]
     for user in users:
         lines += ["", f"[[receivers.{receiver}.users]]"]
         lines += [f"{key} = {_toml_value(value)}" for key, value in user.items()]
     return "\n".join(lines) + "\n"
+
+
+def _table(name: str, values: TomlTable) -> str:
+    return "".join([f"[{name}]\n", *(f"{key} = {_toml_value(value)}\n" for key, value in values.items())])
 
 
 def render_config(
@@ -83,34 +90,39 @@ def render_config(
     rcvbuf: int,
     out_path: Path,
     quarantine_path: Path,
-    options: Mapping[str, TomlValue] | None = None,
-    users: Sequence[Mapping[str, TomlValue]] = (),
+    options: TomlTable | None = None,
+    users: Sequence[TomlTable] = (),
+    host: str = "127.0.0.1",
+    node: str = "bench",
+    tables: Mapping[str, TomlTable] | None = None,
 ) -> str:
-    """The TOML config of a single bench node with one receiver.
+    """The TOML config of a bench node with one receiver, listening on `host`.
 
     Format "snmp" makes a receiver of type "snmp", any other format a UDP
     receiver of that format. `options` are further keys of the receiver's
-    table and `users` its `[[receivers.NAME.users]]` tables.
+    table and `users` its `[[receivers.NAME.users]]` tables. `tables` adds
+    keys to the `[dedup]` table or adds whole tables (`[redis]`, `[ha]`).
     """
-    table = _receiver_table(receiver, fmt, udp_port, rcvbuf, options or {}, users)
+    table = _receiver_table(receiver, fmt, host, udp_port, rcvbuf, options or {}, users)
+    more = dict(tables or {})
+    dedup = _table("dedup", {"mode": "exact", **more.pop("dedup", {})})
+    rest = "".join(f"\n{_table(name, values)}" for name, values in more.items())
     return f"""\
 [node]
-name = "bench"
+name = {_toml_str(node)}
 
 {table}
 [admin]
-address = "127.0.0.1:{admin_port}"
+address = "{host}:{admin_port}"
 
-[dedup]
-mode = "exact"
-
+{dedup}
 [sink]
 type = "file"
 path = {_toml_str(str(out_path))}
 
 [quarantine]
 path = {_toml_str(str(quarantine_path))}
-"""
+{rest}"""
 
 
 def gateway_available(command: str) -> bool:
@@ -165,7 +177,9 @@ def counters_from_metrics(text: str, receiver: str) -> TargetCounters:
 class Trapgate(UdpTarget):
     """A trapgate node with one receiver: UDP of format `fmt`, or SNMP for "snmp".
 
-    `options` and `users` go into the receiver's table (`render_config`).
+    `options` and `users` go into the receiver's table, `tables` into the
+    rest of the config (`render_config`). The receiver and the admin API
+    listen on `host`; `node` names the node in its config and its output.
     """
 
     name = "trapgate"
@@ -177,16 +191,21 @@ class Trapgate(UdpTarget):
         *,
         fmt: str = "syslog",
         command: str = DEFAULT_COMMAND,
-        options: Mapping[str, TomlValue] | None = None,
-        users: Sequence[Mapping[str, TomlValue]] = (),
+        options: TomlTable | None = None,
+        users: Sequence[TomlTable] = (),
+        host: str = "127.0.0.1",
+        node: str = "bench",
+        tables: Mapping[str, TomlTable] | None = None,
     ) -> None:
-        super().__init__(workdir, rcvbuf)
+        super().__init__(workdir, rcvbuf, host)
         self.fmt = fmt
         self.receiver = "snmp" if fmt == "snmp" else f"{fmt}_udp"
         self.options = dict(options or {})
         self.users = list(users)
+        self.node = node
+        self.tables = dict(tables or {})
         self.base_command = shlex.split(command)
-        self.admin_port = free_port(socket.SOCK_STREAM)
+        self.admin_port = free_port(socket.SOCK_STREAM, host)
         self.config_path = workdir / "trapgate.toml"
 
     def command(self) -> tuple[list[str], Path | None]:
@@ -202,13 +221,16 @@ class Trapgate(UdpTarget):
                 quarantine_path=self.workdir / "quarantine.jsonl",
                 options=self.options,
                 users=self.users,
+                host=self.host,
+                node=self.node,
+                tables=self.tables,
             )
         )
         argv = [*self.base_command, "run", "-c", str(self.config_path), "--out", str(self.out_path)]
         return argv, REPO_ROOT
 
     def _url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.admin_port}{path}"
+        return f"http://{self.host}:{self.admin_port}{path}"
 
     def wait_ready(self) -> None:
         """The UDP socket is bound and `/health` answers 200."""
@@ -216,7 +238,7 @@ class Trapgate(UdpTarget):
         wait_until(
             lambda: http_get(self._url("/health"), timeout=0.5)[0] == 200,
             READY_TIMEOUT,
-            f"trapgate /health on 127.0.0.1:{self.admin_port}",
+            f"trapgate /health on {self.host}:{self.admin_port}",
             alive=self.process.check_alive,
         )
 
@@ -232,13 +254,24 @@ class Trapgate(UdpTarget):
             (self.workdir / "status.json").write_bytes(status_body)
         return counters_from_metrics(text, self.receiver)
 
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        """`/status` as JSON; raises `BenchError` when it does not answer within `timeout` seconds."""
+        code, body = http_get(self._url("/status"), timeout=timeout)
+        if code != 200:
+            raise BenchError(f"trapgate {self.node} /status answered {code}")
+        status: dict[str, Any] = json.loads(body)
+        return status
+
     def config_summary(self) -> dict[str, Any]:
-        """The command line and the receiver settings used."""
+        """The command line, the receiver settings and the added tables used."""
         summary: dict[str, Any] = {
             "command": " ".join(self.base_command),
             "receiver": self.receiver,
             "dedup": "exact",
         }
+        for name, values in self.tables.items():
+            kept = {k: v for k, v in values.items() if k != "token"}
+            summary[name] = {"mode": "exact", **kept} if name == "dedup" else kept
         if self.users:
             summary["users"] = [
                 {k: v for k, v in user.items() if not k.endswith("passphrase")} for user in self.users

@@ -1,21 +1,19 @@
-"""A BER decoder for exactly the SNMP message layer and PDUs trapgate receives.
+"""BER for exactly the SNMP message layer and PDUs trapgate receives.
 
 Strategy: one pass over the datagram with integer offsets, never a tree of
 objects. Every TLV header is checked against the end of its enclosing
 container, so a length that lies makes a `BerError`, never an IndexError.
-Short-form lengths (all of a typical trap) are read inline; long forms go
-through `_long_length`, which also notes whether the form was minimal so
-`Pdu.identity_varbinds` can use the raw bytes as they are in the common case.
-OID contents map to dotted strings through a bounded module-level cache:
-the same few hundred OIDs arrive again and again, so the per-byte loop of a
-real OID decode runs only on a cache miss. Integers go through
-`int.from_bytes`, strings are slices.
+Short-form lengths (nearly all of a typical trap) are read inline; long
+forms go through `long_length`, which also notes whether the form was
+minimal, for canonical encodings. OID contents map to dotted strings through
+a bounded module-level cache: the same few hundred OIDs arrive again and
+again, so the per-byte loop of a real OID decode runs only on a cache miss.
+Integers go through `int.from_bytes`, strings are slices.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TypeAlias
 
 from formats.snmp._errors import BerError
@@ -64,65 +62,14 @@ Value: TypeAlias = int | bytes | str | None
 """A decoded value: int (numbers), bytes (OCTET STRING, Opaque), str (OID,
 IpAddress), None (NULL and the three exceptions)."""
 
-VarBind: TypeAlias = tuple[str, int, Value]
-"""(dotted OID, value tag, value)."""
-
 _MAX_OID_BYTES = 640  # 128 sub-identifiers (RFC 2578) of at most 5 bytes
 _MAX_ARC = 0xFFFFFFFF
 _OID_CACHE_SIZE = 16384
-_NO_ERROR = b"\x02\x01\x00\x02\x01\x00"  # error-status 0, error-index 0
 _oid_cache: dict[bytes, str] = {}
 
 
-@dataclass(slots=True)
-class Pdu:
-    """One decoded PDU.
-
-    `varbinds` holds every binding in order; `spans[i]:spans[i+1]` is the raw
-    TLV of binding i in `buf` (the datagram, or the decrypted scopedPDU).
-    `canonical` is False when some header inside the list used a non-minimal
-    length form. The v1 trap fields are left at their defaults otherwise.
-    """
-
-    tag: int
-    request_id: int
-    error_status: int
-    error_index: int
-    varbinds: list[VarBind]
-    buf: bytes
-    spans: list[int]
-    canonical: bool
-    enterprise: str = ""
-    agent_addr: str = ""
-    generic_trap: int = 0
-    specific_trap: int = 0
-    timestamp: int = 0
-
-    @property
-    def varbind_list(self) -> bytes:
-        """The content of the variable-bindings SEQUENCE, as received."""
-        return self.buf[self.spans[0] : self.spans[-1]]
-
-    def identity_varbinds(self, keep: Sequence[int]) -> bytes:
-        """Canonical bytes of the bindings at indexes `keep` (ascending).
-
-        The raw TLVs when every header was minimal (a slice when `keep` is a
-        contiguous run), else each binding re-encoded with minimal lengths,
-        so two encoders that differ only in length forms give equal bytes.
-        """
-        spans, buf = self.spans, self.buf
-        if not keep:
-            return b""
-        if self.canonical:
-            first, last = keep[0], keep[-1]
-            if last - first + 1 == len(keep):
-                return buf[spans[first] : spans[last + 1]]
-            return b"".join([buf[spans[i] : spans[i + 1]] for i in keep])
-        return b"".join([_reencode_varbind(buf, spans[i], spans[i + 1]) for i in keep])
-
-
-def _long_length(buf: bytes, pos: int, end: int) -> tuple[int, int, bool]:
-    """Content start, content stop and minimality of a long-form header at pos."""
+def long_length(buf: bytes, pos: int, end: int) -> tuple[int, int, bool]:
+    """Content start, content stop and minimality of a long-form header at `pos`."""
     n = buf[pos + 1] & 0x7F
     if n == 0 or n > 4:
         raise BerError(f"unsupported length form at offset {pos}", "bad_length")
@@ -151,7 +98,7 @@ def header(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
         n = buf[pos + 2] << 8 | buf[pos + 3]
         start = pos + 4
     else:
-        start, stop, _ = _long_length(buf, pos, end)
+        start, stop, _ = long_length(buf, pos, end)
         return tag, start, stop
     stop = start + n
     if stop > end:
@@ -228,7 +175,8 @@ def _decode_oid(content: bytes) -> str:
     return ".".join(map(str, arcs))
 
 
-def _unsigned(buf: bytes, start: int, stop: int, limit: int) -> int:
+def unsigned(buf: bytes, start: int, stop: int, limit: int) -> int:
+    """An unsigned value of at most `limit` in `buf[start:stop]`."""
     if start == stop:
         raise BerError("empty unsigned value", "bad_value")
     # Leniently unsigned: some agents encode 0xFFFFFFFF without the leading 0.
@@ -238,7 +186,8 @@ def _unsigned(buf: bytes, start: int, stop: int, limit: int) -> int:
     return value
 
 
-def _ip_address(buf: bytes, start: int, stop: int) -> str:
+def ip_address(buf: bytes, start: int, stop: int) -> str:
+    """The dotted text of an IpAddress in `buf[start:stop]`."""
     if stop - start != 4:
         raise BerError("IpAddress is not 4 octets", "bad_value")
     a, b, c, d = buf[start:stop]
@@ -268,12 +217,12 @@ _DECODERS: dict[int, Callable[[bytes, int, int], Value]] = {
     OCTET_STRING: lambda buf, start, stop: buf[start:stop],
     NULL: _null,
     OID: lambda buf, start, stop: oid_to_str(buf[start:stop]),
-    IP_ADDRESS: _ip_address,
-    COUNTER32: lambda buf, start, stop: _unsigned(buf, start, stop, 0xFFFFFFFF),
-    GAUGE32: lambda buf, start, stop: _unsigned(buf, start, stop, 0xFFFFFFFF),
-    TIMETICKS: lambda buf, start, stop: _unsigned(buf, start, stop, 0xFFFFFFFF),
+    IP_ADDRESS: ip_address,
+    COUNTER32: lambda buf, start, stop: unsigned(buf, start, stop, 0xFFFFFFFF),
+    GAUGE32: lambda buf, start, stop: unsigned(buf, start, stop, 0xFFFFFFFF),
+    TIMETICKS: lambda buf, start, stop: unsigned(buf, start, stop, 0xFFFFFFFF),
     OPAQUE: lambda buf, start, stop: buf[start:stop],
-    COUNTER64: lambda buf, start, stop: _unsigned(buf, start, stop, 0xFFFFFFFFFFFFFFFF),
+    COUNTER64: lambda buf, start, stop: unsigned(buf, start, stop, 0xFFFFFFFFFFFFFFFF),
     NO_SUCH_OBJECT: _exception,
     NO_SUCH_INSTANCE: _exception,
     END_OF_MIB_VIEW: _exception,
@@ -286,132 +235,6 @@ def decode_value(tag: int, buf: bytes, start: int, stop: int) -> Value:
     if decoder is None:
         raise BerError(f"unsupported value type 0x{tag:02x}", "bad_value_type")
     return decoder(buf, start, stop)
-
-
-def decode_varbinds(buf: bytes, pos: int, end: int) -> tuple[list[VarBind], list[int], bool]:
-    """The bindings in `buf[pos:end]`, their TLV start offsets, canonical flag.
-
-    The offsets list ends with `end`, so binding i spans offsets i and i + 1.
-    """
-    # The hot loop of the whole format: headers and the usual value types
-    # are decoded inline, the rest through `_DECODERS`.
-    varbinds: list[VarBind] = []
-    spans: list[int] = []
-    canonical = True
-    cache = _oid_cache
-    add_varbind, add_span = varbinds.append, spans.append
-    while pos < end:
-        add_span(pos)
-        if pos + 2 > end or buf[pos] != SEQUENCE:
-            raise BerError(f"varbind is not a SEQUENCE at offset {pos}", "bad_varbind")
-        n = buf[pos + 1]
-        if n < 0x80:
-            p = pos + 2
-            vb_end = p + n
-            if vb_end > end:
-                raise BerError(f"varbind runs past its list at offset {pos}", "truncated")
-        else:
-            p, vb_end, minimal = _long_length(buf, pos, end)
-            canonical = canonical and minimal
-        # Smallest binding: an OID of one octet and a NULL (06 01 xx 05 00).
-        if vb_end - p < 5 or buf[p] != OID:
-            raise BerError(f"varbind name is not an OID at offset {p}", "bad_varbind")
-        n = buf[p + 1]
-        if n < 0x80:
-            start = p + 2
-            stop = start + n
-        else:
-            start, stop, minimal = _long_length(buf, p, vb_end)
-            canonical = canonical and minimal
-        if stop + 2 > vb_end:
-            raise BerError(f"varbind without a value at offset {pos}", "bad_varbind")
-        content = buf[start:stop]
-        name = cache.get(content)
-        if name is None:
-            name = oid_to_str(content)
-        tag = buf[stop]
-        n = buf[stop + 1]
-        if n < 0x80:
-            start = stop + 2
-            stop = start + n
-        else:
-            start, stop, minimal = _long_length(buf, stop, vb_end)
-            canonical = canonical and minimal
-        if stop != vb_end:
-            raise BerError(f"varbind value does not end its varbind at offset {pos}", "bad_varbind")
-        value: Value
-        if tag == OCTET_STRING:
-            value = buf[start:stop]
-        elif tag == INTEGER and stop - start == 1:
-            value = buf[start]
-            if value > 0x7F:
-                value -= 0x100
-        elif tag == OID:
-            content = buf[start:stop]
-            value = cache.get(content) or oid_to_str(content)
-        elif COUNTER32 <= tag <= TIMETICKS and 0 < stop - start <= 5:
-            value = int.from_bytes(buf[start:stop], "big")
-            if value > 0xFFFFFFFF:
-                raise BerError("unsigned value out of range", "bad_value")
-        else:
-            value = decode_value(tag, buf, start, stop)
-        add_varbind((name, tag, value))
-        pos = vb_end
-    spans.append(end)
-    return varbinds, spans, canonical
-
-
-def decode_pdu(buf: bytes, pos: int, end: int) -> tuple[Pdu, int]:
-    """The PDU at `pos` (any tag with the RFC 3416 or v1 Trap-PDU layout)."""
-    tag, start, stop = header(buf, pos, end)
-    if tag == TRAP_V1:
-        return _decode_trap_v1(buf, start, stop), stop
-    if tag & 0xE0 != 0xA0 or tag > REPORT:
-        raise BerError(f"not an SNMP PDU: tag 0x{tag:02x}", "bad_pdu")
-    request_id, p = read_int(buf, start, stop, "request-id")
-    if buf[p : p + 6] == _NO_ERROR:
-        error_status = error_index = 0
-        p += 6
-    else:
-        error_status, p = read_int(buf, p, stop, "error-status")
-        error_index, p = read_int(buf, p, stop, "error-index")
-    vb_start, vb_stop = expect(buf, p, stop, SEQUENCE, "variable-bindings")
-    if vb_stop != stop:
-        raise BerError("data after the variable-bindings", "trailing_data")
-    varbinds, spans, canonical = decode_varbinds(buf, vb_start, vb_stop)
-    return Pdu(tag, request_id, error_status, error_index, varbinds, buf, spans, canonical), stop
-
-
-def _decode_trap_v1(buf: bytes, pos: int, end: int) -> Pdu:
-    start, stop = expect(buf, pos, end, OID, "enterprise")
-    enterprise = oid_to_str(buf[start:stop])
-    start, stop = expect(buf, stop, end, IP_ADDRESS, "agent-addr")
-    agent_addr = _ip_address(buf, start, stop)
-    generic, p = read_int(buf, stop, end, "generic-trap")
-    specific, p = read_int(buf, p, end, "specific-trap")
-    start, stop = expect(buf, p, end, TIMETICKS, "time-stamp")
-    timestamp = _unsigned(buf, start, stop, 0xFFFFFFFF)
-    vb_start, vb_stop = expect(buf, stop, end, SEQUENCE, "variable-bindings")
-    if vb_stop != end:
-        raise BerError("data after the variable-bindings", "trailing_data")
-    if not 0 <= generic <= 6:
-        raise BerError(f"generic-trap {generic} out of range", "bad_value")
-    varbinds, spans, canonical = decode_varbinds(buf, vb_start, vb_stop)
-    return Pdu(
-        TRAP_V1, 0, 0, 0, varbinds, buf, spans, canonical,
-        enterprise=enterprise, agent_addr=agent_addr,
-        generic_trap=generic, specific_trap=specific, timestamp=timestamp,
-    )  # fmt: skip
-
-
-def _reencode_varbind(buf: bytes, pos: int, end: int) -> bytes:
-    _, start, stop = header(buf, pos, end)
-    _, name_start, name_stop = header(buf, start, stop)
-    tag, value_start, value_stop = header(buf, name_stop, stop)
-    return tlv(
-        SEQUENCE,
-        tlv(OID, buf[name_start:name_stop]) + tlv(tag, buf[value_start:value_stop]),
-    )
 
 
 def tlv(tag: int, content: bytes) -> bytes:

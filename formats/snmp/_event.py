@@ -5,27 +5,20 @@ translation (by a proxy on another path) have equal identities. Identity is
 (source, snmpTrapOID, sysUpTime, varbind bytes), where the varbind bytes are
 the canonical raw TLVs of the bindings minus sysUpTime.0, snmpTrapOID.0 and
 the three that RFC 3584 translation appends. Hashing raw bytes is exact and
-is cheaper than hashing decoded values (DESIGN.md section 3).
+is cheaper than hashing decoded values (DESIGN.md section 3). Each `Binding`
+arrives with its printable row and canonical TLV already made (and cached
+with it), so an event is mostly lists of what the bindings hold.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from formats._base import Event, Peer
-from formats.snmp._ber import (
-    IP_ADDRESS,
-    OCTET_STRING,
-    OPAQUE,
-    TIMETICKS,
-    TRAP_V1,
-    TYPE_NAMES,
-    Pdu,
-    Value,
-)
+from formats.snmp._ber import IP_ADDRESS, TIMETICKS, TRAP_V1
 from formats.snmp._errors import BerError
+from formats.snmp._message import Pdu
 
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 SNMP_TRAP_OID = "1.3.6.1.6.3.1.1.4.1.0"
@@ -38,37 +31,7 @@ _TRANSLATION_ADDED = frozenset({SNMP_TRAP_ADDRESS, SNMP_TRAP_COMMUNITY, SNMP_TRA
 SOURCE_RULES = ("agent_addr", "trap_address", "engine_id", "peer")
 """The source rules, in their default order."""
 
-_NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e\t\r\n]")
 _PDU_NAMES = {TRAP_V1: "trap", 0xA7: "trap", 0xA6: "inform"}
-
-
-def printable(tag: int, value: Value) -> tuple[str, Value]:
-    """(type name, printable value) of one decoded varbind value.
-
-    OCTET STRING is text when it is printable ASCII or UTF-8, else its hex
-    digits under the type name "Hex-STRING" (Net-SNMP's convention), so a
-    reader can tell "00ff" the text from 00 ff the octets. Opaque is hex.
-    """
-    if isinstance(value, bytes):
-        if tag == OCTET_STRING:
-            text = _text(value)
-            if text is not None:
-                return "OCTET STRING", text
-            return "Hex-STRING", value.hex()
-        return TYPE_NAMES[tag], value.hex()
-    return TYPE_NAMES[tag], value
-
-
-def _text(value: bytes) -> str | None:
-    if _NOT_PRINTABLE.search(value) is None:
-        return value.decode("ascii")
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if all(ch.isprintable() or ch in "\t\r\n" for ch in text):
-        return text
-    return None
 
 
 def build_event(
@@ -88,39 +51,35 @@ def build_event(
     `principal` is ("community", text) or ("user", name); `engine_id` is the
     v3 sending device's engine id (None for v1/v2c).
     """
-    varbinds = pdu.varbinds
+    bindings = pdu.varbinds
     if pdu.tag == TRAP_V1:
         trap_oid = _v1_trap_oid(pdu)
         uptime = pdu.timestamp
-        first = 0
         agent_addr: str | None = pdu.agent_addr
     else:
         if (
-            len(varbinds) < 2
-            or varbinds[0][0] != SYS_UPTIME
-            or varbinds[0][1] != TIMETICKS
-            or varbinds[1][0] != SNMP_TRAP_OID
-            or not isinstance(varbinds[1][2], str)
+            len(bindings) < 2
+            or bindings[0].name != SYS_UPTIME
+            or bindings[0].tag != TIMETICKS
+            or bindings[1].name != SNMP_TRAP_OID
+            or not isinstance(bindings[1].value, str)
         ):
             raise BerError("notification does not start with sysUpTime.0, snmpTrapOID.0", "bad_notification")
-        uptime = varbinds[0][2]  # type: ignore[assignment]
-        trap_oid = varbinds[1][2]
-        first = 2
+        uptime = bindings[0].value  # type: ignore[assignment]
+        trap_oid = bindings[1].value
+        bindings = bindings[2:]
         agent_addr = None
-    shown = [
-        [oid, *printable(tag, value)] if tag in (OCTET_STRING, OPAQUE) else [oid, TYPE_NAMES[tag], value]
-        for oid, tag, value in varbinds[first:]
-    ]
-    keep: Sequence[int] = range(first, len(varbinds))
-    added = [i for i in keep if varbinds[i][0] in _TRANSLATION_ADDED]
+    kept = [binding.tlv for binding in bindings if binding.name not in _TRANSLATION_ADDED]
     trap_address: str | None = None
-    if added:
-        keep = [i for i in keep if i not in added]
-        for oid, tag, value in (varbinds[i] for i in added):
-            if oid == SNMP_TRAP_ADDRESS and tag == IP_ADDRESS:
-                trap_address = value  # type: ignore[assignment]
+    if len(kept) != len(bindings):
+        for binding in bindings:
+            if binding.name == SNMP_TRAP_ADDRESS and binding.tag == IP_ADDRESS:
+                trap_address = binding.value  # type: ignore[assignment]
     engine_hex = engine_id.hex() if engine_id else None
-    source, rule = _source(source_order, agent_addr, trap_address, engine_hex, engine_sources, peer[0])
+    if agent_addr or trap_address or engine_hex:
+        source, rule = _source(source_order, agent_addr, trap_address, engine_hex, engine_sources, peer[0])
+    else:
+        source, rule = peer[0], "peer"  # what every order of the rules comes to
     fields: dict[str, Any] = {
         "version": version,
         "pdu": _PDU_NAMES[pdu.tag],
@@ -131,11 +90,11 @@ def build_event(
         "agent_addr": agent_addr,
         "source": source,
         "source_rule": rule,
-        "varbinds": shown,
+        "varbinds": [[*binding.row] for binding in bindings],
     }
     if pdu.tag == TRAP_V1:
         fields["enterprise"] = pdu.enterprise
-    identity = (source, trap_oid, uptime, pdu.identity_varbinds(keep))
+    identity = (source, trap_oid, uptime, b"".join(kept))
     return Event("snmp", peer, received_at, fields, data, identity)
 
 

@@ -6,8 +6,10 @@ master keys (RFC 3414 A.2, one megabyte of hashing each) are computed when the
 that engine id and kept in a bounded cache, so a trap from any of thousands
 of senders works without listing their engine ids. Several users may share a
 name: each candidate whose restrictions admit the message is tried and the
-one whose digest verifies wins. Digests are HMACs copied from a keyed
-template (one C call per message); ciphers come from `cryptography`.
+one whose digest verifies wins. Everything that depends only on the user
+and the engine id is made once, with the localized keys: a keyed HMAC that
+each message copies, and an ECB context that decrypts every message of
+both privacy modes (see `Usm.decrypt`); both come from `cryptography`.
 Time is never read here: callers pass `now` in.
 """
 
@@ -16,13 +18,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.decrepit.ciphers.modes import CFB
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.hmac import HMAC
 
 from formats.snmp._errors import AccessError
 from formats.snmp._message import FLAG_AUTH, FLAG_PRIV, V3Message
@@ -37,6 +42,15 @@ AUTH_PROTOCOLS: dict[str, tuple[str, int]] = {
     "SHA-512": ("sha512", 48),
 }
 """Authentication protocols by their Net-SNMP names."""
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "md5": hashes.MD5,
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
 
 # name -> (cipher, key length, key extension); "-C" is the Reeder ("Cisco")
 # extension, the plain AES-192/256 names the Blumenthal one, as in Net-SNMP.
@@ -56,6 +70,7 @@ NO_AUTH, AUTH_NO_PRIV, AUTH_PRIV = 0, FLAG_AUTH, FLAG_AUTH | FLAG_PRIV
 _TIME_WINDOW = 150
 _MAX_BOOTS = 0x7FFFFFFF
 _CACHE_SIZE = 65536
+_BOOTS_TIME = struct.Struct(">II")
 
 
 def _protocol(name: str | None, table: dict[str, Any], what: str) -> str | None:
@@ -129,7 +144,7 @@ class LocalKeys:
     """One user's keys localized to one engine id, ready to use."""
 
     user: UsmUser
-    mac: Any  # a keyed hmac.HMAC template, copied per message
+    mac: HMAC  # keyed with the localized authentication key, copied per message
     digest_length: int
     cipher: Any  # a cryptography cipher algorithm holding the key, or None
     ecb: Any  # an ECB context of that cipher: AES encrypts (CFB), DES decrypts (CBC)
@@ -139,6 +154,7 @@ class LocalKeys:
 @dataclass(slots=True)
 class _User:
     config: UsmUser
+    level: int
     auth_master: bytes
     priv_master: bytes
     networks: list[Any]
@@ -169,6 +185,7 @@ class Usm:
             hash_name = AUTH_PROTOCOLS[user.auth][0] if user.auth else ""
             entry = _User(
                 user,
+                user.level,
                 password_to_master_key(user.auth_passphrase.encode(), hash_name) if user.auth else b"",
                 password_to_master_key(user.priv_passphrase.encode(), hash_name) if user.priv else b"",
                 [ipaddress.ip_network(net, strict=False) for net in user.networks],
@@ -200,12 +217,12 @@ class Usm:
             if allowed and msg.engine_id not in allowed and msg.engine_id != self.engine_id:
                 refused = _worse(refused, "unknown_engine_id")
                 continue
-            if entry.config.level != level:
+            if entry.level != level:
                 refused = _worse(refused, "unsupported_sec_level")
                 continue
             if level == NO_AUTH:
                 return entry.config, None
-            keys = self._local_keys(entry, msg.engine_id)
+            keys = entry.keys.get(msg.engine_id) or self._local_keys(entry, msg.engine_id)
             if _verify(keys, msg):
                 return entry.config, keys
             refused = "wrong_digest"
@@ -240,8 +257,8 @@ class Usm:
                 raise AccessError("DES data is not whole 8-octet blocks", "decryption_error")
             chained = _xor(salt, keys.pre_iv) + data[:-8]
             return _xor(keys.ecb.update(data), chained)
-        iv = msg.boots.to_bytes(4, "big") + msg.time.to_bytes(4, "big") + salt
-        keystream = keys.ecb.update((iv + data)[: -(-n // 16) * 16])
+        iv = _BOOTS_TIME.pack(msg.boots, msg.time) + salt
+        keystream = keys.ecb.update(iv + data[: (n - 1) // 16 * 16])
         return _xor(data, keystream[:n])
 
     def encrypt(self, keys: LocalKeys, plaintext: bytes, boots: int, time: int) -> tuple[bytes, bytes]:
@@ -264,8 +281,7 @@ class Usm:
         mac = keys.mac.copy()
         mac.update(whole)
         end = offset + keys.digest_length
-        digest: bytes = mac.digest()
-        return whole[:offset] + digest[: keys.digest_length] + whole[end:]
+        return whole[:offset] + mac.finalize()[: keys.digest_length] + whole[end:]
 
     def in_local_window(self, msg: V3Message, now: float) -> bool:
         """RFC 3414 3.2.7a: is a message to this (authoritative) engine timely?"""
@@ -322,14 +338,14 @@ def _verify(keys: LocalKeys, msg: V3Message) -> bool:
     mac.update(buf[:offset])
     mac.update(bytes(n))
     mac.update(buf[offset + n :])
-    return hmac.compare_digest(mac.digest()[:n], msg.auth_params)
+    return hmac.compare_digest(mac.finalize()[:n], msg.auth_params)
 
 
 def _localize(entry: _User, engine_id: bytes) -> LocalKeys:
     user = entry.config
     assert user.auth is not None
     hash_name, digest_length = AUTH_PROTOCOLS[user.auth]
-    mac = hmac.new(localize_key(entry.auth_master, engine_id, hash_name), digestmod=hash_name)
+    mac = HMAC(localize_key(entry.auth_master, engine_id, hash_name), _HASHES[hash_name]())
     cipher: Any = None
     ecb: Any = None
     pre_iv = b""

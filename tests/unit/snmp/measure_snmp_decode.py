@@ -1,16 +1,29 @@
 """CPU µs per decode: trapgate's SNMP fast path against pysnmp's decoder.
 
-Run from the repository root: `python tests/unit/snmp/measure_snmp_decode.py`.
-Times are process CPU time, the minimum over repeats, so other load on the
-machine inflates them less. Not collected by pytest.
+Run from the repository root: `python tests/unit/snmp/measure_snmp_decode.py`
+(`--quick` skips pysnmp). Times are process CPU time per call; each line
+gives the minimum and the median over the repeats, since other load on the
+machine inflates single repeats. Three loads per version:
+
+* fixed: one 6-varbind trap (built by pysnmp) decoded again and again, the
+  best case for every cache;
+* bench: the `python -m bench snmp` linkDown trap, 8 varbinds, a new
+  sequence number (and for v3 a new msgID, salt and ciphertext) in each
+  datagram, cycling through a pool;
+* varied: as bench, and sysUpTime and ifIndex change too, so three of the
+  eight varbinds are new in every datagram.
+
+Not collected by pytest.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 import timeit
 from collections.abc import Callable
+from itertools import cycle
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +33,57 @@ from pyasn1.codec.ber import decoder  # noqa: E402
 from pysnmp.proto.api import v2c  # noqa: E402
 from snmp_reference import ADDRESS, DOMAIN, V3Pair, encode_v2c, notification_varbinds  # noqa: E402
 
+from bench.snmpload import V3Identity, scoped_pdu_template, v2c_template  # noqa: E402
 from formats.snmp import SnmpConfig, SnmpReceiver, UsmUser  # noqa: E402
+from formats.snmp._ber import OCTET_STRING, tlv  # noqa: E402
+from formats.snmp._message import FLAG_AUTH, FLAG_PRIV, encode_v3  # noqa: E402
+from formats.snmp._usm import Usm  # noqa: E402
+
+POOL = 4000
+PEER = ("127.0.0.1", 5000)
 
 
-def cpu_us(call: Callable[[], Any], number: int, repeat: int) -> float:
-    """Minimum CPU time of one call, in µs."""
-    return min(timeit.repeat(call, number=number, repeat=repeat, timer=time.process_time)) / number * 1e6
+def cpu_us(call: Callable[[], Any], number: int, repeat: int) -> tuple[float, float]:
+    """(minimum, median) CPU time of one call over `repeat` runs of `number`, in µs."""
+    runs = timeit.repeat(call, number=number, repeat=repeat, timer=time.process_time)
+    return min(runs) / number * 1e6, statistics.median(runs) / number * 1e6
+
+
+def _cycling(receiver: SnmpReceiver, pool: list[bytes]) -> Callable[[], Any]:
+    datagrams = cycle(pool)
+    handle = receiver.handle
+    return lambda: handle(next(datagrams), PEER, 1.0)
+
+
+def _vary(datagram: bytes, seq: int) -> bytes:
+    # sysUpTime 123456 (43 03 01 e2 40) and the ifIndex value 3 (02 01 03,
+    # then the next binding's 30) get same-length values that change with seq.
+    ticks = (0x010000 + seq * 7).to_bytes(3, "big")
+    datagram = datagram.replace(b"\x43\x03\x01\xe2\x40", b"\x43\x03" + ticks)
+    return datagram.replace(b"\x02\x01\x03\x30", bytes((2, 1, 1 + seq % 100, 0x30)))
+
+
+def _v3_pool(identity: V3Identity, user: UsmUser, vary: bool) -> list[bytes]:
+    # As bench.snmpload.V3Encoder (engine time one second per 1 % of the
+    # pool, new msgID and salt per datagram), with the plaintext varied.
+    usm = Usm([user], identity.engine_id, identity.boots, 0.0, salt=1)
+    keys = usm.keys_for(user, identity.engine_id)
+    template = scoped_pdu_template(identity.engine_id, b"d", 0x10000000)
+    pool = []
+    for seq in range(POOL):
+        plaintext = _vary(template % seq, seq) if vary else template % seq
+        time = 0x1000 + seq * 100 // POOL
+        ciphertext, salt = usm.encrypt(keys, plaintext, identity.boots, time)
+        whole, offset = encode_v3(
+            0x10000000 + seq, 65507, FLAG_AUTH | FLAG_PRIV, identity.engine_id, identity.boots, time,
+            identity.user.encode(), keys.digest_length, salt, tlv(OCTET_STRING, ciphertext),
+        )  # fmt: skip
+        pool.append(Usm.sign(keys, whole, offset))
+    return pool
 
 
 def main() -> None:
-    """Print the four figures: ours and pysnmp's, v2c and v3 authPriv."""
+    """Print trapgate's figures for each load, and pysnmp's for the fixed one."""
     rest = [
         ("1.3.6.1.2.1.2.2.1.1.3", v2c.Integer32(3)),
         ("1.3.6.1.2.1.2.2.1.2.3", v2c.OctetString(b"GigabitEthernet0/3")),
@@ -41,25 +95,49 @@ def main() -> None:
     user = UsmUser("alice", "SHA", "authpass1", "AES", "privpass1")
     pair = V3Pair([user])
     v3 = pair.encode_trap(user, 12345678, varbinds)
-    peer = ("127.0.0.1", 5000)
     ours = SnmpReceiver(SnmpConfig(users=(user,)), started_at=0.0)
-    spec = v2c.Message()
-    mp = pair.receiver.message_processing_subsystems[3]
 
-    def pysnmp_v2c() -> Any:
-        msg, _ = decoder.decode(v2, asn1Spec=spec)
-        pdu = v2c.apiMessage.get_pdu(msg)
-        return [(str(oid), value.prettyPrint()) for oid, value in v2c.apiPDU.get_varbinds(pdu)]
+    identity = V3Identity()
+    bench_user = UsmUser(
+        identity.user, identity.auth, identity.auth_passphrase, identity.priv, identity.priv_passphrase
+    )
+    template = v2c_template("public")
+    v2_bench = [template % seq for seq in range(POOL)]
+    v2_varied = [_vary(template % seq, seq) for seq in range(POOL)]
+    v3_bench = _v3_pool(identity, bench_user, vary=False)
+    v3_varied = _v3_pool(identity, bench_user, vary=True)
+    bench_config = SnmpConfig(users=(bench_user,), trap_time_window=False)
 
-    def pysnmp_v3() -> Any:
-        pdu = mp.prepare_data_elements(pair.receiver, DOMAIN, ADDRESS, v3)[7]
-        return [(str(oid), value.prettyPrint()) for oid, value in v2c.apiPDU.get_varbinds(pdu)]
+    print(f"6-varbind traps: v2c {len(v2)} B, v3 authPriv SHA/AES-128 {len(v3)} B; bench traps 8 varbinds")
+    print(f"{'':38s} {'min':>7s} {'median':>7s} µs")
+    rows: list[tuple[str, Callable[[], Any], int, int]] = [
+        ("trapgate handle  v2c fixed", lambda: ours.handle(v2, PEER, 1.0), 2000, 30),
+        ("trapgate handle  v2c bench", _cycling(SnmpReceiver(bench_config), v2_bench), 2000, 30),
+        ("trapgate handle  v2c varied", _cycling(SnmpReceiver(bench_config), v2_varied), 2000, 30),
+        ("trapgate handle  v3  fixed", lambda: ours.handle(v3, PEER, 1.0), 2000, 30),
+        ("trapgate handle  v3  bench", _cycling(SnmpReceiver(bench_config), v3_bench), 2000, 30),
+        ("trapgate handle  v3  varied", _cycling(SnmpReceiver(bench_config), v3_varied), 2000, 30),
+    ]
+    if "--quick" not in sys.argv:
+        spec = v2c.Message()
+        mp = pair.receiver.message_processing_subsystems[3]
 
-    print(f"6-varbind traps: v2c {len(v2)} B, v3 authPriv SHA/AES-128 {len(v3)} B")
-    print(f"trapgate SnmpReceiver.handle  v2c {cpu_us(lambda: ours.handle(v2, peer, 1.0), 2000, 30):7.1f} µs")
-    print(f"trapgate SnmpReceiver.handle  v3  {cpu_us(lambda: ours.handle(v3, peer, 1.0), 2000, 30):7.1f} µs")
-    print(f"pysnmp   decode               v2c {cpu_us(pysnmp_v2c, 200, 10):7.1f} µs")
-    print(f"pysnmp   prepare_data_elements v3 {cpu_us(pysnmp_v3, 100, 10):7.1f} µs")
+        def pysnmp_v2c() -> Any:
+            msg, _ = decoder.decode(v2, asn1Spec=spec)
+            pdu = v2c.apiMessage.get_pdu(msg)
+            return [(str(oid), value.prettyPrint()) for oid, value in v2c.apiPDU.get_varbinds(pdu)]
+
+        def pysnmp_v3() -> Any:
+            pdu = mp.prepare_data_elements(pair.receiver, DOMAIN, ADDRESS, v3)[7]
+            return [(str(oid), value.prettyPrint()) for oid, value in v2c.apiPDU.get_varbinds(pdu)]
+
+        rows += [
+            ("pysnmp   decode v2c fixed", pysnmp_v2c, 200, 10),
+            ("pysnmp   prepare_data_elements v3 fixed", pysnmp_v3, 100, 10),
+        ]
+    for name, call, number, repeat in rows:
+        least, median = cpu_us(call, number, repeat)
+        print(f"{name:38s} {least:7.1f} {median:7.1f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pysnmp.proto.api import v1, v2c
 from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message
 from pysnmp.proto.secmod.rfc3414.service import UsmSecurityParameters
 
-from formats.snmp._message import CommunityMessage, V3Message, decode_message, decode_scoped_pdu
+from formats.snmp._message import CommunityMessage, Pdu, V3Message, decode_message, decode_scoped_pdu
 from formats.snmp._usm import Usm, UsmUser
 
 AUTH = {
@@ -192,6 +192,10 @@ def pysnmp_decode_community(data: bytes) -> Decoded:
     )
 
 
+def _our_varbinds(pdu: Pdu) -> list[tuple[str, int, Any]]:
+    return [(binding.name, binding.tag, binding.value) for binding in pdu.varbinds]
+
+
 def our_decode(data: bytes, usm: Usm | None = None) -> Decoded:
     """Our reading of any message; v3 goes through `usm` (auth, decryption)."""
     msg = decode_message(data)
@@ -200,7 +204,9 @@ def our_decode(data: bytes, usm: Usm | None = None) -> Decoded:
         v1_fields = None
         if pdu.tag == 0xA4:
             v1_fields = (pdu.enterprise, pdu.agent_addr, pdu.generic_trap, pdu.specific_trap, pdu.timestamp)
-        return Decoded(msg.version, msg.community, None, pdu.tag, pdu.request_id, pdu.varbinds, v1_fields)
+        return Decoded(
+            msg.version, msg.community, None, pdu.tag, pdu.request_id, _our_varbinds(pdu), v1_fields
+        )
     assert isinstance(msg, V3Message) and usm is not None
     _, keys = usm.authenticate(msg, "127.0.0.1")
     if keys is not None and msg.flags & 0x02:
@@ -214,7 +220,7 @@ def our_decode(data: bytes, usm: Usm | None = None) -> Decoded:
         msg.engine_id,
         scoped.pdu.tag,
         scoped.pdu.request_id,
-        scoped.pdu.varbinds,
+        _our_varbinds(scoped.pdu),
         extra={"context_engine_id": scoped.context_engine_id, "level": msg.flags & 3},
     )
 

@@ -1,4 +1,4 @@
-"""The BER layer: tables of (bytes, expected value or reason)."""
+"""The BER layer and varbind decoding: tables of (bytes, expected value or reason)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from formats.snmp._ber import (
     _OID_CACHE_SIZE,
     _oid_cache,
     decode_value,
-    decode_varbinds,
     encode_int,
     encode_oid,
     encode_unsigned,
@@ -23,6 +22,7 @@ from formats.snmp._ber import (
     read_int,
     tlv,
 )
+from formats.snmp._varbinds import _CACHE_SIZE, _cache, decode_varbinds
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,8 @@ def test_values_decode_by_type(tag: int, content: str, value: Any) -> None:
     raw = bytes.fromhex(content)
     assert decode_value(tag, raw, 0, len(raw)) == value
     varbind = tlv(0x30, encode_oid("1.3.6.1.9") + tlv(tag, raw))
-    assert decode_varbinds(varbind, 0, len(varbind))[0] == [("1.3.6.1.9", tag, value)]
+    [binding] = decode_varbinds(varbind, 0, len(varbind))
+    assert binding[:3] == ("1.3.6.1.9", tag, value)
 
 
 REFUSED_VALUES = [
@@ -162,9 +163,49 @@ def test_unsigned_encoding_round_trips(value: int) -> None:
     assert decode_value(0x46, encoded, 2, len(encoded)) == value
 
 
-def test_non_minimal_lengths_mark_the_list_non_canonical() -> None:
-    body = encode_oid("1.3.6.1.9") + b"\x04\x81\x01x"
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        "300a 0604 2b060109 0481 0178",
+        "3081 09 0604 2b060109 0401 78",
+        "3082 000f 0682 0004 2b060109 0484 00000001 78",
+    ],
+    ids=["value", "binding", "every-header"],
+)
+def test_a_binding_with_non_minimal_lengths_has_the_minimal_tlv(encoded: str) -> None:
+    raw = bytes.fromhex(encoded)
     minimal = tlv(0x30, encode_oid("1.3.6.1.9") + b"\x04\x01x")
-    padded = tlv(0x30, body)
-    assert decode_varbinds(minimal, 0, len(minimal))[2] is True
-    assert decode_varbinds(padded, 0, len(padded))[2] is False
+    [binding] = decode_varbinds(raw, 0, len(raw))
+    assert binding.tlv == minimal
+    assert binding[:3] == ("1.3.6.1.9", 0x04, b"x")
+    assert decode_varbinds(minimal, 0, len(minimal))[0].tlv == minimal
+
+
+def test_a_binding_decodes_alike_wherever_it_appears_and_when_cached() -> None:
+    one = tlv(0x30, encode_oid("1.3.6.1.9.77") + tlv(0x04, b"eth0"))
+    other = tlv(0x30, encode_oid("1.3.6.1.9.78") + encode_int(5))
+    [first] = decode_varbinds(one, 0, len(one))
+    listed = b"\xff" + other + one + one + b"\xff"
+    [second] = decode_varbinds(other, 0, len(other))
+    assert decode_varbinds(listed, 1, len(listed) - 1) == [second, first, first]
+    assert first.row == ("1.3.6.1.9.77", "OCTET STRING", "eth0")
+
+
+def test_refused_bindings_stay_refused() -> None:
+    bad = tlv(0x30, encode_oid("1.3.6.1.9") + tlv(0x02, b""))
+    for _ in range(2):
+        with pytest.raises(BerError):
+            decode_varbinds(bad, 0, len(bad))
+    # The same binding cut short by its list's end is refused even once cached.
+    good = tlv(0x30, encode_oid("1.3.6.1.9") + encode_int(1))
+    decode_varbinds(good, 0, len(good))
+    with pytest.raises(BerError) as info:
+        decode_varbinds(good, 0, len(good) - 1)
+    assert info.value.reason == "truncated"
+
+
+def test_binding_cache_stays_bounded() -> None:
+    for arc in range(_CACHE_SIZE + 10):
+        raw = tlv(0x30, encode_oid("1.3.6.1.9") + encode_int(arc))
+        decode_varbinds(raw, 0, len(raw))
+    assert len(_cache) <= _CACHE_SIZE

@@ -1,0 +1,112 @@
+"""redis-server as a child of the benchmark: a primary, or a replica of one.
+
+Each server binds one loopback address (127.0.0.2 for node a, 127.0.0.3 for
+node b, like two hosts), runs from the run's directory with persistence off
+and logs to the benchmark's log file. Entering waits until it answers PING
+and, for a replica, until its link to the primary is up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from bench.procs import BenchError, ManagedProcess, free_port, wait_until
+from bench.targets import READY_TIMEOUT
+
+
+def redis_available() -> bool:
+    """Whether redis-server is on PATH."""
+    return shutil.which("redis-server") is not None
+
+
+class RedisProcess:
+    """One redis-server on `host`, a replica of `primary` when given."""
+
+    def __init__(self, workdir: Path, host: str, name: str, primary: RedisProcess | None = None) -> None:
+        self.workdir = workdir
+        self.host = host
+        self.name = name
+        self.primary = primary
+        self.port = free_port(socket.SOCK_STREAM, host)
+        self._process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        """The ``redis://`` URL a trapgate config names this server by."""
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def process(self) -> ManagedProcess:
+        """The running process (raises before `__enter__`)."""
+        if self._process is None:
+            raise BenchError(f"{self.name} is not started")
+        return self._process
+
+    def command(self) -> list[str]:
+        """The redis-server command line."""
+        argv = [
+            "redis-server",
+            "--bind", self.host,
+            "--port", str(self.port),
+            "--dir", str(self.workdir),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--repl-diskless-sync-delay", "0",
+        ]  # fmt: skip
+        if self.primary is not None:
+            argv += ["--replicaof", self.primary.host, str(self.primary.port)]
+        return argv
+
+    def info(self, section: str) -> dict[str, Any]:
+        """``INFO section`` as a dict; raises `BenchError` when the server does not answer."""
+        try:
+            with redis.Redis(host=self.host, port=self.port, socket_timeout=5.0) as client:
+                return dict(client.info(section))
+        except (redis.RedisError, OSError) as exc:
+            raise BenchError(f"{self.name} INFO {section}: {exc}") from None
+
+    def _answers(self) -> bool:
+        try:
+            with redis.Redis(host=self.host, port=self.port, socket_timeout=0.5) as client:
+                return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    def __enter__(self) -> RedisProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._process = ManagedProcess(self.name, self.command(), self.workdir / "process.log")
+        self._process.__enter__()
+        try:
+            wait_until(
+                self._answers,
+                READY_TIMEOUT,
+                f"{self.name} on {self.host}:{self.port}",
+                alive=self._process.check_alive,
+            )
+            if self.primary is not None:
+                wait_until(
+                    lambda: self.info("replication").get("master_link_status") == "up",
+                    READY_TIMEOUT,
+                    f"{self.name} to link to {self.primary.name}",
+                    alive=self._process.check_alive,
+                )
+        except BaseException:
+            self._process.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._process is not None:
+            self._process.stop()
