@@ -147,25 +147,35 @@ def progress(record: Record) -> str:
 
 
 def judge_goals(records: Sequence[Record]) -> list[Record]:
-    """The pair's runs against issue 4's goal; `met` is None when not offered the goal rate.
+    """The pair's runs against issue 4's goal; `met` is None when not tested.
 
-    Met when every pair run was offered at least 99% of the goal rate, lost
-    and doubled nothing and kept up (a run that forwarded everything only
-    because its buffers absorbed a load it fell behind on is no sustained rate).
+    Tested when the goal rate was asked for. Not met when any pair run lost
+    or doubled an event or fell behind (a run that forwarded everything only
+    because its buffers absorbed a load it fell behind on is no sustained
+    rate), even if the sender fell a little short of the rate: more load
+    would not have helped. Met when no run failed and every one was offered
+    at least 99% of the goal rate.
     """
     pair = [r for r in records if r["system"] == "pair"]
     if not pair:
         return []
+    asked = min(r["offered_rate"] for r in pair)
     offered = min(r["achieved_rate"] for r in pair)
     lost = max(r["lost"] for r in pair)
     doubled = max(r["duplicated"] for r in pair)
     behind = sum(1 for r in pair if not r["kept_up"])
+    met: bool | None = None
+    if asked >= GOAL_RATE:
+        if lost or doubled or behind:
+            met = False
+        elif offered >= 0.99 * GOAL_RATE:
+            met = True
     return [
         {
             "goal": f"pair forwards >= {GOAL_RATE:,} syslog events/s with zero loss",
             "value": f"offered >= {offered:,.0f}/s in every run, most lost in a run {lost:,}, "
             f"most duplicated {doubled:,}, {behind} run(s) fell behind",
-            "met": lost == 0 and doubled == 0 and behind == 0 if offered >= 0.99 * GOAL_RATE else None,
+            "met": met,
         }
     ]
 

@@ -7,18 +7,21 @@ laid out as the test harness lays it out (tests/ha/conftest.py): node a on
 127.0.0.2 is master and its Redis the primary, node b on 127.0.0.3 is
 standby and its Redis replicates a's; both gateways write to the primary.
 Entering starts the Redis servers, then the nodes, each once the one before
-is ready; leaving stops them in the reverse order.
+is ready; leaving stops them in the reverse order. Ports are chosen free
+before the processes bind them, so another process may take one in
+between: a component that fails with "address already in use" is started
+again on new ports.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from bench.procs import BenchError
+from bench.procs import BenchError, ProcessExited
 from bench.redisproc import RedisProcess
 from bench.sender import Address
 from bench.trapgate import TomlTable, Trapgate
@@ -27,6 +30,20 @@ HOST_A = "127.0.0.2"
 HOST_B = "127.0.0.3"
 TOKEN = "bench-ha-token"
 """The admin token of the bench's nodes; nothing outside the run can reach them."""
+
+_BIND_ATTEMPTS = 3
+
+
+def _start(stack: contextlib.ExitStack, component: Trapgate | RedisProcess) -> None:
+    """Enter `component` on `stack`, on new ports when its port was taken meanwhile."""
+    for attempt in range(1, _BIND_ATTEMPTS + 1):
+        try:
+            stack.enter_context(component)
+            return
+        except ProcessExited as exc:
+            if "already in use" not in str(exc).lower() or attempt == _BIND_ATTEMPTS:
+                raise
+            component.pick_ports()
 
 
 class Backlog(NamedTuple):
@@ -47,12 +64,23 @@ class Backlog(NamedTuple):
 
 
 class Deployment:
-    """Trapgate `nodes` and the `redis` servers they use, started and stopped together."""
+    """Trapgate `nodes` and the `redis` servers they use, started and stopped together.
 
-    def __init__(self, name: str, nodes: Sequence[Trapgate], redis: Sequence[RedisProcess] = ()) -> None:
+    `configure`, when given, is called once the Redis servers run and before
+    the nodes start, to write their final addresses into the nodes' tables.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        nodes: Sequence[Trapgate],
+        redis: Sequence[RedisProcess] = (),
+        configure: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.nodes = list(nodes)
         self.redis = list(redis)
+        self.configure = configure
         self._stack = contextlib.ExitStack()
 
     @property
@@ -115,9 +143,11 @@ class Deployment:
     def __enter__(self) -> Deployment:
         with contextlib.ExitStack() as stack:
             for server in self.redis:
-                stack.enter_context(server)
+                _start(stack, server)
+            if self.configure is not None:
+                self.configure()
             for node in self.nodes:
-                stack.enter_context(node)
+                _start(stack, node)
             self._stack = stack.pop_all()
         return self
 
@@ -144,20 +174,22 @@ def ha_pair(workdir: Path, rcvbuf: int, command: str, ha: TomlTable | None = Non
     """
     redis_a = RedisProcess(workdir / "redis_a", HOST_A, "redis_a")
     redis_b = RedisProcess(workdir / "redis_b", HOST_B, "redis_b", primary=redis_a)
-    nodes = []
-    for name, host, role, local, peer in (
+    layout = (
         ("a", HOST_A, "master", redis_a, redis_b),
         ("b", HOST_B, "standby", redis_b, redis_a),
-    ):
+    )
+    nodes = []
+    for name, host, _, _, _ in layout:
         (workdir / name).mkdir(parents=True, exist_ok=True)
-        tables: dict[str, TomlTable] = {
-            "dedup": {"store": "redis"},
-            "redis": {"local": local.url, "peer": peer.url},
-            "ha": {"role": role, "token": TOKEN, **(ha or {})},
-        }
-        nodes.append(
-            Trapgate(
-                workdir / name, rcvbuf, fmt="syslog", command=command, host=host, node=name, tables=tables
-            )
-        )
-    return Deployment("pair", nodes, [redis_a, redis_b])
+        nodes.append(Trapgate(workdir / name, rcvbuf, fmt="syslog", command=command, host=host, node=name))
+
+    def configure() -> None:
+        for node, (_, _, role, local, peer) in zip(nodes, layout, strict=True):
+            node.tables = {
+                "dedup": {"store": "redis"},
+                "redis": {"local": local.url, "peer": peer.url},
+                "ha": {"role": role, "token": TOKEN, **(ha or {})},
+            }
+
+    configure()
+    return Deployment("pair", nodes, [redis_a, redis_b], configure)

@@ -48,6 +48,10 @@ class RedisProcess:
             raise BenchError(f"{self.name} is not started")
         return self._process
 
+    def pick_ports(self) -> None:
+        """Choose a new free port, e.g. after another process took the one chosen."""
+        self.port = free_port(socket.SOCK_STREAM, self.host)
+
     def command(self) -> list[str]:
         """The redis-server command line."""
         argv = [

@@ -53,6 +53,10 @@ class UdpTarget(ABC):
             raise RuntimeError(f"{self.name} is not started")
         return self._process
 
+    def pick_ports(self) -> None:
+        """Choose new free ports, e.g. after another process took one before the target bound it."""
+        self.port = free_port(host=self.host)
+
     @abstractmethod
     def command(self) -> tuple[list[str], Path | None]:
         """Write whatever config the target needs; return (argv, cwd)."""

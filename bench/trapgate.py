@@ -208,6 +208,11 @@ class Trapgate(UdpTarget):
         self.admin_port = free_port(socket.SOCK_STREAM, host)
         self.config_path = workdir / "trapgate.toml"
 
+    def pick_ports(self) -> None:
+        """New UDP and admin ports."""
+        super().pick_ports()
+        self.admin_port = free_port(socket.SOCK_STREAM, self.host)
+
     def command(self) -> tuple[list[str], Path | None]:
         """Write the TOML config; argv is `<command> run -c CONFIG --out FILE`."""
         self.config_path.write_text(

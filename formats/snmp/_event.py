@@ -17,8 +17,8 @@ from typing import Any
 
 from formats._base import Event, Peer
 from formats.snmp._ber import IP_ADDRESS, TIMETICKS, TRAP_V1
+from formats.snmp._decoded import Pdu
 from formats.snmp._errors import BerError
-from formats.snmp._message import Pdu
 
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 SNMP_TRAP_OID = "1.3.6.1.6.3.1.1.4.1.0"

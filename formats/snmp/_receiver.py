@@ -30,15 +30,17 @@ from formats.snmp._ber import (
     encode_unsigned,
     tlv,
 )
-from formats.snmp._errors import AccessError, BerError, SnmpError
-from formats.snmp._event import SOURCE_RULES, build_event
-from formats.snmp._message import (
+from formats.snmp._decoded import (
     FLAG_AUTH,
     FLAG_PRIV,
     FLAG_REPORTABLE,
     CommunityMessage,
     ScopedPdu,
     V3Message,
+)
+from formats.snmp._errors import AccessError, BerError, SnmpError
+from formats.snmp._event import SOURCE_RULES, build_event
+from formats.snmp._message import (
     decode_message,
     decode_scoped_pdu,
     encode_community,

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.hmac import HMAC
 
+from formats.snmp._decoded import FLAG_AUTH, FLAG_PRIV, V3Message
 from formats.snmp._errors import AccessError
-from formats.snmp._message import FLAG_AUTH, FLAG_PRIV, V3Message
 
 # name -> (hashlib name, truncated digest length) per RFC 3414 and RFC 7860.
 AUTH_PROTOCOLS: dict[str, tuple[str, int]] = {
@@ -43,6 +43,7 @@ AUTH_PROTOCOLS: dict[str, tuple[str, int]] = {
 }
 """Authentication protocols by their Net-SNMP names."""
 
+# hashlib name -> the same hash in `cryptography`, whose HMAC objects copy in one call.
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "md5": hashes.MD5,
     "sha1": hashes.SHA1,
@@ -257,7 +258,10 @@ class Usm:
                 raise AccessError("DES data is not whole 8-octet blocks", "decryption_error")
             chained = _xor(salt, keys.pre_iv) + data[:-8]
             return _xor(keys.ecb.update(data), chained)
-        iv = _BOOTS_TIME.pack(msg.boots, msg.time) + salt
+        try:
+            iv = _BOOTS_TIME.pack(msg.boots, msg.time) + salt
+        except struct.error:
+            raise AccessError("engine boots or time beyond 32 bits", "decryption_error") from None
         keystream = keys.ecb.update(iv + data[: (n - 1) // 16 * 16])
         return _xor(data, keystream[:n])
 

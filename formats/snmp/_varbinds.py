@@ -2,12 +2,15 @@
 
 Strategy: how a binding decodes depends on its own bytes only, and most of
 the bindings a device sends repeat exactly from one notification to the next
-(snmpTrapOID.0, ifIndex, ifDescr ...). So a list is walked by its SEQUENCE
+(snmpTrapOID.0, ifIndex, ifDescr ...). So a list is walked by the bindings'
 headers alone, and the raw TLV of each binding is looked up in a bounded
 cache of `Binding`s, which hold all that the rest of the package needs: the
 value, the event's printable row and the canonical encoding that identities
 are made of. A binding not in the cache goes through `_decode`, the full
 field-by-field decode with every check; a refused binding is never cached.
+When the cache is full it is emptied, as the OID cache is: values that never
+repeat (sequence numbers, sysUpTime) fill it, and what does repeat is back
+after one decode.
 """
 
 from __future__ import annotations

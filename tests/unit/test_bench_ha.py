@@ -116,7 +116,7 @@ def _run(
     system: str, achieved: float, lost: int, duplicated: int = 0, kept_up: bool = True
 ) -> dict[str, Any]:
     return {
-        "system": system, "achieved_rate": achieved, "lost": lost,
+        "system": system, "offered_rate": round(achieved, -4), "achieved_rate": achieved, "lost": lost,
         "duplicated": duplicated, "kept_up": kept_up,
     }  # fmt: skip
 
@@ -128,6 +128,11 @@ def test_goal_is_judged_only_at_the_goal_rate_and_needs_no_loss_no_duplicate_and
     assert judge_goals([_run("pair", 60_000, 0, kept_up=False)])[0]["met"] is False
     assert judge_goals([_run("pair", 20_000, 0)])[0]["met"] is None
     assert judge_goals([_run("single", 60_000, 0)]) == []
+
+
+def test_a_pair_failing_while_the_sender_fell_short_of_the_goal_rate_still_misses_the_goal() -> None:
+    assert judge_goals([_run("pair", 60_000, 0), _run("pair", 58_000, 5)])[0]["met"] is False
+    assert judge_goals([_run("pair", 58_000, 0)])[0]["met"] is None
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
@@ -147,3 +152,15 @@ def test_a_short_pair_run_forwards_everything_once_and_drains_the_standby() -> N
     assert record["roles"]["a"]["role"] == "master" and record["roles"]["b"]["role"] == "standby"
     assert set(record) >= {f"cpu_us_per_msg_{p}" for p in ("gateway_a", "gateway_b", "redis_a", "redis_b")}
     assert record["probes_seen"] == 10
+
+
+def test_a_node_whose_admin_port_was_taken_meanwhile_starts_on_new_ports(tmp_path: Path) -> None:
+    deployment = single_node(tmp_path, 1 << 20, DEFAULT_COMMAND)
+    node = deployment.nodes[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind((HOST_A, node.admin_port))
+        squatter.listen()
+        taken = node.admin_port
+        with deployment:
+            assert node.admin_port != taken
+            assert deployment.backlog()["a"].empty

@@ -304,17 +304,22 @@ def test_registered_parser_reads_v1_and_v2c_and_refuses_v3() -> None:
 
 
 @pytest.mark.parametrize(
-    ("priv", "salt", "ciphertext"),
-    [("DES", bytes(8), b""), ("DES", bytes(8), bytes(12)), ("AES", bytes(7), bytes(32))],
-    ids=["des-empty", "des-partial-block", "aes-short-salt"],
+    ("priv", "salt", "ciphertext", "boots"),
+    [
+        ("DES", bytes(8), b"", 1),
+        ("DES", bytes(8), bytes(12), 1),
+        ("AES", bytes(7), bytes(32), 1),
+        ("AES", bytes(8), bytes(32), 2**32),
+    ],
+    ids=["des-empty", "des-partial-block", "aes-short-salt", "aes-boots-beyond-the-iv"],
 )
 def test_authentic_but_undecryptable_messages_are_decryption_errors(
-    priv: str, salt: bytes, ciphertext: bytes
+    priv: str, salt: bytes, ciphertext: bytes, boots: int
 ) -> None:
     user = UsmUser("u", "SHA", "authpass1", priv, "privpass1")
     receiver = SnmpReceiver(SnmpConfig(users=(user,)), started_at=0.0)
     keys = receiver.usm.keys_for(user, VECTOR_ENGINE)
     whole, offset = encode_v3(
-        1, 65507, 3, VECTOR_ENGINE, 1, 100, b"u", keys.digest_length, salt, tlv(4, ciphertext)
+        1, 65507, 3, VECTOR_ENGINE, boots, 100, b"u", keys.digest_length, salt, tlv(4, ciphertext)
     )
     assert reason_of(Usm.sign(keys, whole, offset), receiver.config, receiver) == "decryption_error"
