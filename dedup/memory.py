@@ -11,6 +11,7 @@ walks, however many there are.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from itertools import islice
 
@@ -27,7 +28,9 @@ class _Bounded:
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.evicted = 0
-        self.expires: dict[str, float] = {}
+        # OrderedDict: finding the oldest key after many deletions at the front
+        # is O(1) here, O(deleted) in a plain dict.
+        self.expires: OrderedDict[str, float] = OrderedDict()
         self.values: dict[str, int] = {}
 
     def _drop(self, key: str) -> None:
