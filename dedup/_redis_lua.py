@@ -7,6 +7,10 @@ about one fingerprint in one cluster slot):
 * ``P{f}k``     - the claim of id ``f-k``: 1 claimed, 2 claimed and forwarded;
 * ``P{f}kf``    - the forwarded marker of an id whose claim is gone.
 
+Beside them: ``Pepoch`` (the pair's epoch), ``Prescue`` (the rescue stream),
+``Pprogress`` (the id the master forwarded last) and ``Pkept`` (present while
+the data set is the one the nodes wrote to).
+
 Marking a live claim forwarded rewrites its value and keeps its expiry, so the
 marker costs no key of its own and ends with the window, as the claim does.
 After the tag, a ``:`` starts a counter and digits a claim or a marker, so the
@@ -84,13 +88,14 @@ end
 return out
 """)
 
-# ARGV: prefix, window ms, bump ("1"/"0"), node, ids (newline-separated).
-# Claims the given ids for one window each; with bump, also raises node's
-# counter of each fingerprint to the id's occurrence (opening a window when
-# none is open), so that node numbers its next copies after them. Returns 1/0
-# per id: won.
+# ARGV: prefix, window ms, how ("c" claim, "b" bump and claim, "n" bump
+# only), node, ids (newline-separated). Claims the given ids for one window
+# each; a bump raises node's counter of each fingerprint to the id's
+# occurrence (opening a window when none is open), so that node numbers its
+# next copies after them. Returns 1/0 per id: won (0 when nothing is claimed).
 CLAIM_IDS = _script("""#!lua flags=allow-cross-slot-keys
-local prefix, window, bump, node = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
+local prefix, window, node = ARGV[1], ARGV[2], ARGV[4]
+local bump, claim = ARGV[3] ~= 'c', ARGV[3] ~= 'n'
 local call = redis.call
 local out, n = {}, 0
 for id in string.gmatch(ARGV[5] .. '\\n', '([^\\n]*)\\n') do
@@ -109,7 +114,7 @@ for id in string.gmatch(ARGV[5] .. '\\n', '([^\\n]*)\\n') do
     end
   end
   n = n + 1
-  if call('SET', base .. k, '1', 'NX', 'PX', window) then
+  if claim and call('SET', base .. k, '1', 'NX', 'PX', window) then
     out[n] = 1
   else
     out[n] = 0

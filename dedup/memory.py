@@ -110,25 +110,44 @@ class MemoryStore:
         self._claims.enforce_cap()
         return ids, won
 
+    def count_ids(self, node: str, ids: Sequence[str], window: float, now: float) -> None:
+        """Move `node`'s occurrence counters up to each id's occurrence; claim nothing.
+
+        Its next copies are then numbered after them; a window opens (for
+        `window` seconds) where none is open.
+        """
+        windows = self._node_windows(node)
+        closes, copies = windows.expires, windows.values
+        until = now + window
+        for key in ids:
+            fp, _, k = key.rpartition("-")
+            count = int(k)
+            if closes.get(fp, 0.0) <= now:
+                closes.pop(fp, None)
+                closes[fp] = until
+                copies[fp] = count
+            elif count > copies[fp]:
+                copies[fp] = count
+        windows.enforce_cap()
+
+    def counted_ids(self, node: str, now: float) -> list[str]:
+        """The id of `node`'s last copy of each fingerprint whose window is open."""
+        windows = self._node_windows(node)
+        windows.expire(now)
+        return [event_id(fp, k) for fp, k in windows.values.items()]
+
     def claim_ids(self, ids: Sequence[str], window: float, now: float, node: str | None = None) -> list[bool]:
         """Claim given event ids for `window` seconds; True where won.
 
-        With `node`, that node's occurrence counters are moved up to each
-        id's occurrence, so that its next copies are numbered after them.
+        With `node`, that node's counters are moved up too (see `count_ids`).
         """
+        if node is not None:
+            self.count_ids(node, ids, window, now)
         self._claims.expire(now)
         held = self._claims.expires
-        windows = self._node_windows(node) if node is not None else None
         until = now + window
         won = []
         for key in ids:
-            if windows is not None:
-                fp, _, k = key.rpartition("-")
-                if windows.expires.get(fp, 0.0) <= now:
-                    windows.expires.pop(fp, None)
-                    windows.expires[fp] = until
-                    windows.values[fp] = 0
-                windows.values[fp] = max(windows.values[fp], int(k))
             held_until = held.get(key)
             if held_until is not None and held_until > now:
                 won.append(False)
@@ -136,8 +155,6 @@ class MemoryStore:
             held.pop(key, None)
             held[key] = until
             won.append(True)
-        if windows is not None:
-            windows.enforce_cap()
         self._claims.enforce_cap()
         return won
 

@@ -151,6 +151,7 @@ class RedisStore:
         self.settings = settings or RedisSettings()
         self._prefix = self.settings.prefix.encode()
         self._rescue_key = self.settings.prefix + "rescue"
+        self._progress_key = self.settings.prefix + "progress"
         self._client: _Client = _connect(self.settings, self.settings.socket_timeout)
         self._blocking: _Client | None = None  # for XREADGROUP BLOCK, created on first use
         self._refresh_slots = False
@@ -215,14 +216,34 @@ class RedisStore:
         occurrence (a window opens if none is), so its next copies are
         numbered after them. `now` is ignored, as in `claim`.
         """
+        return await self._claim_ids(b"c" if node is None else b"b", node or "", ids, window)
+
+    async def count_ids(self, node: str, ids: Sequence[str], window: float) -> None:
+        """Raise `node`'s counters to these ids' occurrences, as `claim_ids` does; claim nothing.
+
+        For ids a node numbered by itself while the store was unreachable.
+        """
+        await self._claim_ids(b"n", node, ids, window)
+
+    async def _claim_ids(self, how: bytes, node: str, ids: Sequence[str], window: float) -> list[bool]:
         if not ids:
             return []
-        head = [self._prefix, _window_ms(window), b"0" if node is None else b"1", node or ""]
+        head = [self._prefix, _window_ms(window), how, node]
         won = [False] * len(ids)
         for _, indexes, reply in await self._guard(self._per_node(CLAIM_IDS, head, ids, _fp_of_id)):
             for i, flag in zip(indexes, reply, strict=True):
                 won[i] = flag == 1
         return won
+
+    async def fresh(self) -> bool:
+        """True once per store that may have lost its data (new, or restarted empty).
+
+        Sets a marker key without expiry; it is missing again only when the
+        data set was lost.
+        """
+        self._calls += 1
+        key = self.settings.prefix + "kept"
+        return await self._guard(self._client.execute_command("SET", key, 1, "NX")) is not None
 
     # -- forwarded markers ----------------------------------------------------
 
@@ -250,6 +271,18 @@ class RedisStore:
             for i, flag in zip(indexes, part, strict=True):
                 out[i] = flag == 1
         return out
+
+    async def set_progress(self, event_id: str, ttl: float) -> None:
+        """Publish the id of the master's latest forwarded event (lives `ttl` seconds)."""
+        ttl_ms = _window_ms(ttl)
+        await self._guard(self._client.execute_command("SET", self._progress_key, event_id, "PX", ttl_ms))
+        self._calls += 1
+
+    async def progress(self) -> str | None:
+        """The id the master published last with `set_progress`, if any; works on a replica too."""
+        value = await self._guard(self._client.execute_command("GET", self._progress_key))
+        self._calls += 1
+        return None if value is None else bytes(value).decode()
 
     # -- rescue stream --------------------------------------------------------
 

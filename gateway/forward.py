@@ -1,8 +1,7 @@
 """The last stages of a node: deciding which events to forward, and forwarding.
 
 `Forwarder` renders events and writes them to the sink, retrying a failed
-write with backoff until it succeeds (nothing claimed is ever dropped), and
-only then reports them as forwarded. `DedupStage` is the single-node stage:
+write with backoff until it succeeds (nothing claimed is ever dropped). `DedupStage` is the single-node stage:
 claim the batch in the store, forward what this node won.
 """
 
@@ -10,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from dedup import Deduplicator
@@ -38,21 +37,11 @@ class Stage(Protocol):
 
 
 class Forwarder:
-    """Renders events as JSON lines and writes them to the sink.
+    """Renders events as JSON lines and writes them to the sink."""
 
-    `after`, when set, is awaited with the ids once the sink has them (the
-    HA path marks them forwarded in the store there).
-    """
-
-    def __init__(
-        self,
-        node: str,
-        sink: Sink,
-        after: Callable[[list[str]], Awaitable[None]] | None = None,
-    ) -> None:
+    def __init__(self, node: str, sink: Sink) -> None:
         self.node = node
         self.sink = sink
-        self.after = after
 
     async def forward(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
         """Write one line per event; retry until the sink takes them."""
@@ -69,8 +58,6 @@ class Forwarder:
                 log.error("%s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        if self.after is not None:
-            await self.after(list(ids))
 
 
 class DedupStage:

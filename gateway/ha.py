@@ -9,12 +9,27 @@ a bounded pending buffer; it asks the store once an entry is `check_after`
 old whether it was forwarded and drops it if so. An entry still unforwarded
 after `grace` is rescued: put on the rescue stream, which the master reads,
 claims and forwards, so an event only the standby received still arrives
-exactly once. Promotion forwards every pending entry not marked forwarded
+exactly once.
+
+A master that is merely behind must not have its whole backlog rescued: the
+master publishes the id it forwarded last, and the standby, which holds the
+same id in its buffer, learns from it how far (in its own receive times) the
+master has come. An entry is checked only once the master is `check_after`
+past it, so what the master has yet to reach waits; only when the master has
+made no progress for `grace` (it receives nothing, or is gone) does age alone
+decide. Promotion forwards every pending entry not marked forwarded
 (duplicates are bounded by what the dead master had in flight, with the same
-ids). When the store cannot be reached the master goes on forwarding with
-local dedup and remembers what it forwarded; when the store answers again it
-writes those claims and markers back, so the standby drops them instead of
-rescuing them.
+ids).
+
+Each node keeps its own numbering and what it forwarded within the window in
+a local `MemoryStore`. When the store cannot be reached the master goes on
+numbering and claiming there, and remembers what the store missed: the ids
+it forwarded and the copies it numbered. Once the store answers again (tried
+at most every `retry_after` seconds, before anything else is sent to it) the
+master writes back just those claims, markers and counters, so the standby
+drops the events instead of rescuing them; a store that lost its whole data
+set gets the whole window. Ids forwarded from the rescue stream were numbered
+by the other node and never move this node's counters.
 """
 
 from __future__ import annotations
@@ -23,9 +38,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import islice
 
 import msgpack
 
@@ -67,8 +84,7 @@ class _Entry:
     event: Event
     fp: str
     added_at: float
-    checked: bool = False
-    rescued_at: float | None = None
+    due: float = 0.0  # when to ask again, once asked
 
 
 def encode_rescue(event: Event, fp: str, event_id: str, claimed: bool = False) -> bytes:
@@ -106,11 +122,11 @@ class HaStage:
         max_pending: int = 1_000_000,
         spool: Spool | None = None,
         clock: Callable[[], float] = time.time,
+        retry_after: float = 0.5,
     ) -> None:
         self.node = node
         self.store = store
         self.forwarder = forwarder
-        forwarder.after = self._mark_forwarded
         self.mode = mode
         self.window = window
         self.lease = lease
@@ -121,11 +137,29 @@ class HaStage:
         self.clock = clock
         self.counters = Counters("ha", "stage")
         self.pending: dict[str, _Entry] = {}
+        # Ids of pending entries by what they wait for, each in the order it is due:
+        # a first check, a check at `grace` (then rescue), a check after a rescue.
+        self._unchecked: deque[str] = deque()
+        self._waiting: deque[str] = deque()
+        self._rescued: deque[str] = deque()
+        # The receive time (this node's) of the newest event the master is
+        # known to have forwarded, and when that last moved.
+        self._progress = 0.0
+        self._progress_at = clock()
+        self._last_own: str | None = None  # as master: the id forwarded last
+        self._published: str | None = None
         self.unnumbered: list[Event] = []
         self.degraded = False
-        # What this node forwarded within the window, kept so that a store
-        # that lost it (outage, restart) can be told again.
+        self.retry_after = retry_after
+        # This node's numbering, and what it forwarded, within the window.
         self._recent = MemoryStore(max_pending)
+        # What the store missed while it could not be reached: ids forwarded
+        # (claim and marker) and ids numbered here (counters); or everything.
+        self._unsynced: list[str] = []
+        self._uncounted: list[str] = []
+        self._resync_all = False
+        self._retry_at = 0.0
+        self._resync_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- the pipeline stage -----------------------------------------------
@@ -140,28 +174,47 @@ class HaStage:
 
     async def _as_master(self, events: list[Event]) -> None:
         fps = [fingerprint(e) for e in events]
+        await self._recover()
         now = self.clock()
-        try:
-            ids, won = await self.store.claim(self.node, fps, self.mode, self.window, now)
-            await self._recovered()
-        except StoreError as exc:
-            self._store_down(exc)
+        if not self.degraded:
+            try:
+                ids, won = await self.store.claim(self.node, fps, self.mode, self.window, now)
+                self._recent.count_ids(self.node, ids, self.window, now)
+            except StoreError as exc:
+                self._store_down(exc)
+        if self.degraded:
             ids, won = self._recent.claim_now(self.node, fps, self.mode, self.window, now)
+            self._uncounted += ids
+            self._bound_unsynced()
         keep = [i for i, w in enumerate(won) if w]
         self.counters.dropped["duplicate"] += len(events) - len(keep)
         await self._forward([events[i] for i in keep], [fps[i] for i in keep], [ids[i] for i in keep])
+        if keep:
+            self._last_own = ids[keep[-1]]
 
     async def _forward(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
+        """Spool, write to the sink, then mark forwarded (in the store, or for the write-back)."""
         if not events:
             return
         self.counters.sent += len(events)
         spool = self.spool
         if spool is None:
             await self.forwarder.forward(events, fps, ids)
-            return
-        batch = spool.append([encode_rescue(*x, claimed=True) for x in zip(events, fps, ids, strict=True)])
-        await self.forwarder.forward(events, fps, ids)
-        spool.ack(batch)
+        else:
+            batch = spool.append([
+                encode_rescue(e, f, i, claimed=True) for e, f, i in zip(events, fps, ids, strict=True)
+            ])
+            await self.forwarder.forward(events, fps, ids)
+            spool.ack(batch)
+        self._recent.claim_ids(ids, self.window, self.clock())
+        if not self.degraded:
+            try:
+                await self.store.mark_forwarded(ids, self.window)
+                return
+            except StoreError as exc:
+                self._store_down(exc)
+        self._unsynced += ids
+        self._bound_unsynced()
 
     async def recover_spool(self) -> int:
         """Put what the spool kept from a previous run on the rescue stream."""
@@ -173,15 +226,6 @@ class HaStage:
         self.spool.clear()
         return len(entries)
 
-    async def _mark_forwarded(self, ids: list[str]) -> None:
-        if self.degraded:
-            return  # claimed in `_recent` already; `resync` tells the store
-        self._recent.claim_ids(ids, self.window, self.clock(), node=self.node)
-        try:
-            await self.store.mark_forwarded(ids, self.window)
-        except StoreError as exc:
-            self._store_down(exc)
-
     async def _as_standby(self, events: list[Event]) -> None:
         if self.unnumbered:
             self.unnumbered += events
@@ -189,22 +233,27 @@ class HaStage:
         await self._number(events)
 
     async def _number(self, events: list[Event]) -> None:
+        await self._recover()
+        if self.degraded:
+            self.unnumbered += events
+            return
         fps = [fingerprint(e) for e in events]
         try:
             ids = await self.store.number(self.node, fps, self.mode, self.window)
-            await self._recovered()
         except StoreError as exc:
             self._store_down(exc)
             self.unnumbered += events
             return
         now = self.clock()
+        self._recent.count_ids(self.node, ids, self.window, now)
         pending = self.pending
         for event, fp, event_id in zip(events, fps, ids, strict=True):
             pending[event_id] = _Entry(event, fp, now)
+        self._unchecked += ids
         overflow = len(pending) - self.max_pending
         if overflow > 0:
             self.counters.dropped["pending_overflow"] += overflow
-            for key in list(pending)[:overflow]:
+            for key in list(islice(pending, overflow)):
                 del pending[key]
 
     # -- store outages ------------------------------------------------------
@@ -212,27 +261,58 @@ class HaStage:
     def _store_down(self, exc: StoreError) -> None:
         if not self.degraded:
             log.error("store unreachable (%s): %s; degraded mode", exc.reason, exc)
+            self._retry_at = time.monotonic() + self.retry_after
         self.degraded = True
         self.counters.errors[f"store_{exc.reason}"] += 1
 
-    async def _recovered(self) -> None:
-        if not self.degraded:
+    async def _recover(self) -> None:
+        """While degraded (trying at most every `retry_after` s): write back, and leave degraded mode."""
+        if not self.degraded or time.monotonic() < self._retry_at:
             return
-        self.degraded = False
-        log.warning("store reachable again; writing back what was forwarded meanwhile")
-        await self.resync()
+        async with self._resync_lock:
+            if not self.degraded:
+                return
+            self._retry_at = time.monotonic() + self.retry_after
+            try:
+                await self.resync()
+            except StoreError as exc:
+                self.counters.errors[f"store_{exc.reason}"] += 1
+                return
+            self.degraded = False
+            log.warning("store reachable again; wrote back what was forwarded meanwhile")
 
     async def resync(self) -> None:
-        """Tell the store every id this node forwarded within the window."""
-        ids = self._recent.live_ids(self.clock())
-        for start in range(0, len(ids), 4096):
-            chunk = ids[start : start + 4096]
-            try:
-                await self.store.claim_ids(chunk, self.window, self.clock(), node=self.node)
+        """Tell the store what it missed: claims, markers and this node's counters.
+
+        Everything this node numbered and forwarded within the window when the
+        store lost its data set (or the list of what it missed outgrew
+        `max_pending`). Raises `StoreError`, keeping what is left to tell.
+        """
+        if self._resync_all or await self.store.fresh():
+            now = self.clock()
+            self._resync_all, self._unsynced, self._uncounted = True, [], []
+            counted, ids = self._recent.counted_ids(self.node, now), self._recent.live_ids(now)
+        else:
+            counted, self._uncounted = self._uncounted, []
+            ids, self._unsynced = self._unsynced, []
+        try:
+            for start in range(0, len(counted), 4096):
+                await self.store.count_ids(self.node, counted[start : start + 4096], self.window)
+            counted = []
+            for start in range(0, len(ids), 4096):
+                chunk = ids[start : start + 4096]
+                await self.store.claim_ids(chunk, self.window, self.clock())
                 await self.store.mark_forwarded(chunk, self.window)
-            except StoreError as exc:
-                self._store_down(exc)
-                return
+        except StoreError:
+            if not self._resync_all:  # what was added meanwhile stays too
+                self._uncounted[:0] = counted
+                self._unsynced[:0] = ids
+            raise
+        self._resync_all = False
+
+    def _bound_unsynced(self) -> None:
+        if len(self._unsynced) + len(self._uncounted) > self.max_pending:
+            self._resync_all, self._unsynced, self._uncounted = True, [], []
 
     # -- the standby's background work ---------------------------------------
 
@@ -249,33 +329,42 @@ class HaStage:
                 await self.flush_pending()
             return
         now = self.clock()
-        due: list[str] = []
-        for event_id, entry in self.pending.items():
-            age = now - entry.added_at
-            if age < self.check_after:
-                break
-            if not entry.checked or (age >= self.grace and (
-                entry.rescued_at is None or now - entry.rescued_at >= self.grace)):
-                due.append(event_id)
-            if len(due) >= 8192:
-                break
+        try:
+            await self._learn_progress(now)
+        except StoreError as exc:
+            self._store_down(exc)
+            return
+        due = self._due(now)
         if not due:
             return
         try:
             done = await self.store.forwarded(due)
         except StoreError as exc:
             self._store_down(exc)
+            # Asked again next round, first.
+            self._rescued.extendleft(reversed(due))
+            for event_id in due:
+                entry = self.pending.get(event_id)
+                if entry is not None:
+                    entry.due = 0.0
             return
         rescue = []
+        pending = self.pending
         for event_id, forwarded in zip(due, done, strict=True):
-            if forwarded:
-                del self.pending[event_id]
+            entry = pending.get(event_id)
+            if entry is None:
                 continue
-            entry = self.pending[event_id]
-            entry.checked = True
-            if now - entry.added_at >= self.grace:
-                entry.rescued_at = now
+            if forwarded:
+                del pending[event_id]
+                if entry.added_at > self._progress:
+                    self._progress, self._progress_at = entry.added_at, now
+            elif now - entry.added_at >= self.grace:
+                entry.due = now + self.grace
+                self._rescued.append(event_id)
                 rescue.append(encode_rescue(entry.event, entry.fp, event_id))
+            else:
+                entry.due = entry.added_at + self.grace
+                self._waiting.append(event_id)
         if rescue:
             try:
                 await self.store.rescue_add(rescue)
@@ -284,12 +373,47 @@ class HaStage:
             except StoreError as exc:
                 self._store_down(exc)
 
+    async def _learn_progress(self, now: float) -> None:
+        """Move `_progress` to the receive time of the master's last forwarded event, if held here."""
+        last = await self.store.progress()
+        entry = self.pending.get(last) if last is not None else None
+        if entry is not None and entry.added_at > self._progress:
+            self._progress, self._progress_at = entry.added_at, now
+
+    def _due(self, now: float, most: int = 8192) -> list[str]:
+        """Ids to ask the store about now, oldest first (see the module docstring)."""
+        pending = self.pending
+        due: list[str] = []
+        # An entry gets its first check once it is `check_after` old and the
+        # master is that far past it, or has stalled.
+        stalled = now - self._progress_at >= self.grace
+        newest = now - self.check_after
+        if not stalled:
+            newest = min(newest, self._progress - self.check_after)
+        queue = self._unchecked
+        while queue and len(due) < most:
+            entry = pending.get(queue[0])
+            if entry is not None and entry.added_at > newest:
+                break
+            event_id = queue.popleft()
+            if entry is not None:
+                due.append(event_id)
+        for queue in (self._waiting, self._rescued):
+            while queue and len(due) < most:
+                entry = pending.get(queue[0])
+                if entry is not None and entry.due > now:
+                    break
+                event_id = queue.popleft()
+                if entry is not None:
+                    due.append(event_id)
+        return due
+
     async def rescue_once(self, block_ms: int = 200) -> None:
         """As master: claim and forward what a standby put on the rescue stream."""
         entries = await self.store.rescue_read(self.node, 1024, block_ms)
         if not entries:
             return
-        await self._recovered()
+        await self._recover()
         decoded = [decode_rescue(payload) for _, payload in entries]
         ids = [event_id for _, _, event_id, _ in decoded]
         now = self.clock()
@@ -310,13 +434,16 @@ class HaStage:
         """On promotion: forward every pending entry not marked forwarded."""
         flushed = 0
         while self.pending:
-            chunk = list(self.pending)[:4096]
+            chunk = list(islice(self.pending, 4096))
             done = await self.store.forwarded(chunk)
             todo = [i for i, d in zip(chunk, done, strict=True) if not d]
             # Not what this node forwarded itself meanwhile (from the rescue stream).
             fresh = self._recent.claim_ids(todo, self.window, self.clock())
             todo = [i for i, f in zip(todo, fresh, strict=True) if f]
             entries = [self.pending.pop(i) for i in chunk]
+            if not self.pending:
+                for queue in (self._unchecked, self._waiting, self._rescued):
+                    queue.clear()
             by_id = dict(zip(chunk, entries, strict=True))
             await self.store.claim_ids(todo, self.window, self.clock(), node=self.node)
             await self._forward([by_id[i].event for i in todo], [by_id[i].fp for i in todo], todo)
@@ -345,10 +472,35 @@ class HaStage:
                 log.exception("rescue round failed")
                 await asyncio.sleep(0.5)
 
+    async def publish_progress(self) -> None:
+        """As master: publish the id forwarded last, when it changed."""
+        last = self._last_own
+        if last is not None and last != self._published and self.lease.forwarding(self.clock()):
+            await self.store.set_progress(last, self.window)
+            self._published = last
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            try:
+                await self.publish_progress()
+            except StoreError as exc:
+                self._store_down(exc)
+
     def start(self) -> None:
-        """Start the reconcile loop (standby) and the rescue consumer (master)."""
+        """Start the reconcile loop (standby), the rescue consumer and the progress publisher (master)."""
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._reconcile_loop()), loop.create_task(self._rescue_loop())]
+        self._tasks = [
+            loop.create_task(self._reconcile_loop()),
+            loop.create_task(self._rescue_loop()),
+            loop.create_task(self._publish_loop()),
+            loop.create_task(self._keep_store()),
+        ]
+
+    async def _keep_store(self) -> None:
+        """Mark the store's data set as this pair's, so that losing it later shows (`resync`)."""
+        with contextlib.suppress(StoreError):
+            await self.store.fresh()
 
     async def stop(self) -> None:
         """Stop the background loops."""
@@ -362,6 +514,8 @@ class HaStage:
         """Pending entries, degraded flag, role and epoch, store figures."""
         return {
             "pending_events": len(self.pending) + len(self.unnumbered),
+            # As standby: how far behind this node's receiving the master's forwarding is.
+            "master_behind_seconds": max(0.0, self.clock() - self._progress) if self._progress else 0.0,
             "degraded": 1.0 if self.degraded else 0.0,
             "epoch": self.lease.epoch,
             "master": 1.0 if self.lease.forwarding(self.clock()) else 0.0,

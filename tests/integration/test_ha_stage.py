@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dedup import Mode, fingerprint
+from dedup import Mode, StoreError, fingerprint
 from dedup.redis import RedisSettings, RedisStore
 from formats import Event
 from gateway.forward import Forwarder
@@ -111,3 +111,141 @@ def test_standby_rescue_of_an_event_the_master_claimed_is_dropped(redis: RedisSe
     sink, standby = asyncio.run(main())
     assert sorted(sink.msgs()) == ["both", "only-b"]
     assert standby.pending == {}
+
+
+def paused(redis: RedisServer, ms: int) -> None:
+    """Hold every write on `redis` for `ms` (the master's calls time out meanwhile)."""
+    redis.client().execute_command("CLIENT", "PAUSE", ms, "WRITE")
+
+
+def quick_stage(redis: RedisServer, node: str, role: Role, sink: ListSink) -> HaStage:
+    store = RedisStore(RedisSettings(port=redis.port, socket_timeout=0.2))
+    forwarder = Forwarder(node, sink)
+    return HaStage(node, store, forwarder, Mode.EXACT, 30.0, Lease(role), grace=0.0, check_after=0.0)
+
+
+def test_master_behind_the_standby_forwards_its_own_late_copy_once_through_a_store_timeout(
+    redis: RedisServer,
+) -> None:
+    """The standby rescues an event before the master's own copy arrives; the store then times out.
+
+    Neither the degraded master's local numbering nor the write-back after
+    the outage may number the master's late copy after the rescued one.
+    """
+
+    async def main() -> tuple[ListSink, HaStage]:
+        sink = ListSink()
+        master = quick_stage(redis, "a", Role.MASTER, sink)
+        standby = quick_stage(redis, "b", Role.STANDBY, ListSink())
+        await standby.handle([ev("early"), ev("late")])
+        await standby.reconcile_once()  # both rescued: the master has neither yet
+        await master.rescue_once(block_ms=100)
+        assert sorted(sink.msgs()) == ["early", "late"]
+        paused(redis, 600)
+        await master.handle([ev("early")])  # the master's own copy, while the store times out
+        assert master.degraded
+        await asyncio.sleep(0.7)
+        await master.handle([ev("other")])  # store back: write-back, then a normal claim
+        assert not master.degraded
+        await master.handle([ev("late")])  # the master's own copy, after the write-back
+        await standby.handle([ev("other")])
+        await standby.reconcile_once()
+        for s in (master, standby):
+            await s.store.close()
+        return sink, standby
+
+    sink, standby = asyncio.run(main())
+    assert sorted(sink.msgs()) == ["early", "late", "other"]
+    assert standby.pending == {}
+
+
+def test_write_back_after_an_outage_sends_only_what_the_store_missed(redis: RedisServer) -> None:
+    async def main() -> tuple[ListSink, int, int]:
+        sink = ListSink()
+        master = quick_stage(redis, "a", Role.MASTER, sink)
+        assert await master.store.fresh()  # as `start` does: the data set is the pair's
+        await master.handle([ev(f"before-{i}") for i in range(50)])
+        paused(redis, 600)
+        await master.handle([ev("during-1"), ev("during-2")])
+        assert master.degraded
+        await asyncio.sleep(0.7)
+        sets_before = redis.command_calls()["set"]
+        await master.handle([ev("after")])
+        sets = redis.command_calls()["set"] - sets_before
+        standby = quick_stage(redis, "b", Role.STANDBY, ListSink())
+        await standby.handle([ev("during-1"), ev("during-2"), ev("before-7")])
+        await standby.reconcile_once()
+        left = len(standby.pending)
+        for s in (master, standby):
+            await s.store.close()
+        return sink, sets, left
+
+    sink, sets, left = asyncio.run(main())
+    assert len(sink.msgs()) == 53
+    assert left == 0  # the standby sees all three forwarded, so rescues nothing
+    # Two ids written back (counter, claim, marker each), then "after" claimed
+    # and marked: not the fifty forwarded before the outage.
+    assert sets <= 10, sets
+
+
+def test_store_that_lost_its_data_gets_the_whole_window_back(redis: RedisServer) -> None:
+    async def main() -> tuple[ListSink, int]:
+        sink = ListSink()
+        master = quick_stage(redis, "a", Role.MASTER, sink)
+        assert await master.store.fresh()
+        await master.handle([ev(f"before-{i}") for i in range(20)])
+        redis.client().flushall()  # a restart without persistence
+        master._store_down(StoreError("gone", "connection"))
+        master._retry_at = 0.0
+        await master.handle([ev("before-3"), ev("after")])  # a real repeat of before-3: its second copy
+        standby = quick_stage(redis, "b", Role.STANDBY, ListSink())
+        await standby.handle([ev(f"before-{i}") for i in range(20)])
+        await standby.reconcile_once()
+        left = len(standby.pending)
+        for s in (master, standby):
+            await s.store.close()
+        return sink, left
+
+    sink, left = asyncio.run(main())
+    assert sorted(sink.msgs()) == sorted([f"before-{i}" for i in range(20)] + ["before-3", "after"])
+    assert left == 0
+
+
+def test_standby_rescues_what_the_master_passed_by_and_waits_for_what_it_has_yet_to_reach(
+    redis: RedisServer,
+) -> None:
+    async def main() -> tuple[ListSink, list[int], int]:
+        sink = ListSink()
+        master = stage(redis, "a", Role.MASTER, sink)
+        standby = stage(redis, "b", Role.STANDBY, ListSink())
+        standby.grace, standby.check_after = 0.4, 0.05
+        for batch in (["e1"], ["only-b"], ["e2"], ["e3", "e4"]):  # the standby receives in this order
+            await standby.handle([ev(m) for m in batch])
+            await asyncio.sleep(0.06)
+        await master.handle([ev("e1")])  # the master lost "only-b" and is behind: e3, e4 are yet to come
+        await master.handle([ev("e2")])
+        await master.publish_progress()
+        await asyncio.sleep(0.4)
+        rescued = []
+        await standby.reconcile_once()
+        rescued.append(standby.counters.dropped["rescued"])  # only-b, not e3 or e4
+        await master.rescue_once(block_ms=100)
+        await master.handle([ev("e3"), ev("e4")])
+        await master.publish_progress()
+        await asyncio.sleep(0.1)
+        await standby.reconcile_once()
+        await standby.handle([ev("late")])  # only the standby; the master forwards nothing more
+        await asyncio.sleep(0.5)
+        await standby.reconcile_once()  # no progress for `grace`: age alone decides
+        rescued.append(standby.counters.dropped["rescued"])
+        await master.rescue_once(block_ms=100)
+        await asyncio.sleep(0.45)  # a rescued entry is asked about again after `grace`
+        await standby.reconcile_once()
+        for s in (master, standby):
+            await s.store.close()
+        return sink, rescued, len(standby.pending)
+
+    sink, rescued, left = asyncio.run(main())
+    assert rescued == [1, 2]
+    assert sorted(sink.msgs()) == ["e1", "e2", "e3", "e4", "late", "only-b"]
+    assert left == 0

@@ -286,6 +286,26 @@ def test_claim_ids_claims_given_ids_and_numbers_the_nodes_next_copies_after_them
     use(body)
 
 
+def test_count_ids_moves_the_nodes_counters_and_claims_nothing(use: Use) -> None:
+    async def body(store: RedisStore) -> None:
+        await store.count_ids("a", [f"{X}-3", f"{Y}-1"], 30.0)
+        assert await claim(store, "a", [X, Y]) == ([f"{X}-4", f"{Y}-2"], [True, True])
+        # The counted ids themselves are still free, and the other node's counters did not move.
+        assert await store.claim_ids([f"{X}-3", f"{Y}-1"], 30.0, time.time()) == [True, True]
+        assert await claim(store, "b", [X]) == ([f"{X}-1"], [True])
+
+    use(body)
+
+
+def test_fresh_is_true_once_per_data_set(primary: RedisServer, use: Use) -> None:
+    async def body(store: RedisStore) -> None:
+        assert [await store.fresh(), await store.fresh()] == [True, False]
+        primary.client().flushall()
+        assert await store.fresh()
+
+    use(body)
+
+
 def test_number_counts_copies_without_claiming_them(use: Use) -> None:
     async def body(store: RedisStore) -> None:
         # A standby numbers its copies; the master's claim of the same ids still wins.

@@ -138,3 +138,13 @@ def test_memory_store_expiry_frees_windows_and_claims() -> None:
 def test_memory_store_rejects_zero_cap() -> None:
     with pytest.raises(ValueError):
         MemoryStore(0)
+
+
+def test_memory_store_count_ids_numbers_after_them_and_claims_nothing() -> None:
+    s = MemoryStore()
+    s.count_ids("n", ["a-3", "b-1", "a-2"], 10.0, now=0.0)
+    assert s.counted_ids("n", now=1.0) == ["a-3", "b-1"]
+    assert s.claim_now("n", ["a", "b"], EXACT, 10.0, now=1.0) == (["a-4", "b-2"], [True, True])
+    assert s.claim_ids(["a-3", "a-4"], 10.0, now=1.0) == [True, False]
+    assert s.claim_now("m", ["a"], EXACT, 10.0, now=1.0) == (["a-1"], [True])  # other nodes unmoved
+    assert s.counted_ids("n", now=10.0) == []  # the windows opened at 0 closed
