@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from bench import ha, snmp, syslog
+from bench import ha, redis_store, snmp, syslog
 from bench.procs import BenchError
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     syslog.register(subparsers)
     snmp.register(subparsers)
     ha.register(subparsers)
+    redis_store.register(subparsers)
     return parser
 
 

@@ -13,8 +13,10 @@ import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
+from bench.outfile import PROBE_PATTERN, SEQ_PATTERN
 from bench.report import RUN_COLUMNS, Record, build_report, human_summary
 from bench.runner import Load, TargetFactory, host_info, measure, run_alternating
+from bench.sender import Render
 from bench.trapgate import DEFAULT_COMMAND
 
 MIN_SUSTAINED_SECONDS = 10.0
@@ -83,6 +85,38 @@ def add_common_arguments(parser: argparse.ArgumentParser, unit: str) -> None:
     parser.add_argument(
         "--keep", action="store_true", help="keep each run's directory (configs, outputs, logs)"
     )
+
+
+def paced_load(args: argparse.Namespace, rate: int, render: Render, render_probe: Render) -> Load:
+    """`rate` datagrams a second for --duration, a probe every --probe-every, drained per --drain-idle.
+
+    The datagrams carry `seq=NNNNNNNNNN kind=d` (`kind=p` for a probe); the
+    drain gives up after three times the duration, one minute at least.
+    """
+    return Load(
+        rate=rate,
+        duration=args.duration,
+        render=render,
+        render_probe=render_probe,
+        probe_pattern=PROBE_PATTERN,
+        seq_pattern=SEQ_PATTERN,
+        probe_every=args.probe_every,
+        drain_idle=args.drain_idle,
+        drain_timeout=max(60.0, 3 * args.duration),
+    )
+
+
+def common_params(args: argparse.Namespace, systems: Sequence[str], size: int) -> Record:
+    """The report's parameters from the common options; a benchmark puts its own (rate, ...) first."""
+    return {
+        "duration": args.duration,
+        "runs": args.runs,
+        "systems": list(systems),
+        "size": size,
+        "rcvbuf": args.rcvbuf,
+        "probe_every": args.probe_every,
+        "drain_idle": args.drain_idle,
+    }
 
 
 def log(text: str) -> None:

@@ -14,22 +14,20 @@ ratios against the single node's.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench._cli import add_common_arguments, common_notes, finish, log, positive
+from bench._cli import add_common_arguments, common_notes, common_params, finish, log, positive
 from bench.cpu import wait_quiet_host
 from bench.hapair import Deployment, ha_pair, single_node
 from bench.harunner import DeploymentFactory, measure_deployment
-from bench.outfile import PROBE_PATTERN, SEQ_PATTERN
 from bench.procs import BenchError
 from bench.pyspy import pyspy_available
 from bench.redisproc import redis_available
 from bench.report import Record, build_report
-from bench.runner import Load, host_info, run_alternating
-from bench.syslog import message_templates
+from bench.runner import host_info, run_alternating
+from bench.syslog import syslog_load
 from bench.trapgate import gateway_available
 
 GOAL_RATE = 60_000
@@ -235,19 +233,7 @@ def run(args: argparse.Namespace) -> int:
         return ha_pair(workdir, rcvbuf, command)
 
     systems: dict[str, DeploymentFactory] = {"single": single, "pair": pair}
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    normal, probe = message_templates(args.size, stamp, os.getpid())
-    load = Load(
-        rate=args.rate,
-        duration=args.duration,
-        render=normal.__mod__,
-        render_probe=probe.__mod__,
-        probe_pattern=PROBE_PATTERN,
-        seq_pattern=SEQ_PATTERN,
-        probe_every=args.probe_every,
-        drain_idle=args.drain_idle,
-        drain_timeout=max(60.0, 3 * args.duration),
-    )
+    load = syslog_load(args)
 
     def one(name: str, factory: DeploymentFactory, index: int) -> Record:
         before = None
@@ -264,16 +250,7 @@ def run(args: argparse.Namespace) -> int:
         return record
 
     records = run_alternating(systems, args.runs, one)
-    params: Record = {
-        "rate": args.rate,
-        "duration": args.duration,
-        "runs": args.runs,
-        "systems": list(systems),
-        "size": len(normal % 0),
-        "rcvbuf": args.rcvbuf,
-        "probe_every": args.probe_every,
-        "drain_idle": args.drain_idle,
-    }
+    params: Record = {"rate": args.rate, **common_params(args, list(systems), len(load.render(0)))}
     notes = _notes(args)
     slow = [r for r in records if r["achieved_rate"] < 0.97 * r["offered_rate"]]
     if slow:

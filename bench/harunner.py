@@ -32,7 +32,7 @@ from bench.procs import BenchError
 from bench.pyspy import Profile, top_functions
 from bench.report import Record, percentile
 from bench.runner import Load, Log
-from bench.sender import send_paced_all
+from bench.sender import send_paced
 
 DeploymentFactory = Callable[[Path, int], Deployment]
 
@@ -155,7 +155,7 @@ def measure_deployment(
                 own_before = os.times()
                 cpu_before = _cpu(pids)
                 thread_before = time.thread_time()
-                sent = send_paced_all(
+                sent = send_paced(
                     deployment.destinations,
                     load.rate,
                     load.duration,

@@ -5,6 +5,8 @@ reaches only the benchmark, which then shuts the children down in order) and
 with a parent-death signal (so even a SIGKILL of the benchmark ends them).
 `ManagedProcess` is a context manager: leaving the block, normally or by an
 exception, sends SIGTERM to the child's process group, then SIGKILL.
+`Service` is what a server under the benchmark builds on: entering starts its
+process and returns once it is ready.
 """
 
 from __future__ import annotations
@@ -18,11 +20,17 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 _PR_SET_PDEATHSIG = 1
+# Looked up here, not in the child: between fork and exec only the call is
+# safe when the parent has other threads (a dlopen there may wait forever on
+# a lock another thread held at the fork).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 class BenchError(Exception):
@@ -33,11 +41,14 @@ class ProcessExited(BenchError):
     """A child process ended while the benchmark still needed it."""
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec; the benchmark starts children
-    # before it starts any thread, which keeps this safe.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def die_with_parent() -> None:
+    """A `preexec_fn` (Linux): the child gets SIGTERM when the thread that started it ends.
+
+    That thread is the parent as the kernel sees it, so start children from a
+    thread that lives as long as they should (the main thread), not from a
+    worker thread.
+    """
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class ManagedProcess:
@@ -69,7 +80,7 @@ class ManagedProcess:
                 cwd=self.cwd,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         return self
 
@@ -132,6 +143,52 @@ class ManagedProcess:
             # The leader is gone; helpers it left in its group still go.
             _signal_group(popen.pid, signal.SIGKILL)
         return popen.returncode
+
+
+class Service(ABC):
+    """A server backed by one child process: entering starts it and returns once it is ready.
+
+    Leaving stops the process, and so does a failed wait for readiness.
+    Subclasses say how to start the process (`spawn`) and when it is ready
+    (`wait_ready`, which may use `process`).
+    """
+
+    name: str = "service"
+    _process: ManagedProcess | None = None
+
+    @property
+    def process(self) -> ManagedProcess:
+        """The running process (raises `BenchError` before `__enter__`)."""
+        if self._process is None:
+            raise BenchError(f"{self.name} is not started")
+        return self._process
+
+    @abstractmethod
+    def spawn(self) -> ManagedProcess:
+        """Write whatever the process needs; the process, not started yet."""
+
+    @abstractmethod
+    def wait_ready(self) -> None:
+        """Return once the process serves; raise `BenchError` when it will not."""
+
+    def __enter__(self) -> Self:
+        self._process = self.spawn()
+        self._process.__enter__()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self._process.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._process is not None:
+            self._process.stop()
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -1,11 +1,11 @@
-"""`python -m bench.redis_store`: what RedisStore costs in Redis memory and how fast it claims.
+"""`python -m bench redis-store`: what RedisStore costs in Redis memory and how fast it claims.
 
 Starts its own redis-server on a free loopback port (persistence off) unless
-`--port` names one to use, which is then flushed. Memory: ``used_memory``
-before and after claiming `--fingerprints` distinct fingerprints, per
-fingerprint, for one node, then with forwarded markers, then with the second
-node of an HA pair claiming the same fingerprints (its own counters), and in
-suppress mode. Throughput: events per second claimed in batches of `--batch`,
+`--port` names one on 127.0.0.1 to use, which is then flushed (never 6379).
+Memory: ``used_memory`` before and after claiming `--fingerprints` distinct
+fingerprints, per fingerprint, for one node, then with forwarded markers,
+then with the second node of an HA pair claiming the same fingerprints (its
+own counters), and in suppress mode. Throughput: events per second claimed in batches of `--batch`,
 one batch in flight and several, for fresh fingerprints and for repeats.
 Prints one JSON object.
 """
@@ -14,21 +14,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from bench.procs import BenchError
+from bench.redisproc import RedisProcess
 from dedup import Mode
 from dedup.redis import RedisSettings, RedisStore
-from tests.redis_servers import RedisServer
 
+HOST = "127.0.0.1"
 WINDOW = 600.0  # long enough that nothing expires while measuring
+
+
+@dataclass(frozen=True)
+class Server:
+    """The measured redis-server on 127.0.0.1:`port`, for the bench's own commands.
+
+    Each command gets a connection of its own, closed after it, so no idle
+    connection of the bench holds buffers in a ``used_memory`` reading.
+    """
+
+    port: int
+
+    def client(self) -> redis.Redis:
+        """A new synchronous connection (the caller closes it)."""
+        return redis.Redis(host=HOST, port=self.port)
+
+    def info(self, section: str) -> dict[str, Any]:
+        """``INFO section`` as a dict."""
+        with self.client() as c:
+            return dict(c.info(section))
 
 
 def _fps(start: int, n: int) -> list[str]:
@@ -39,7 +63,7 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _used(server: Any) -> int:
+def _used(server: Server) -> int:
     return int(server.info("memory")["used_memory"])
 
 
@@ -50,7 +74,7 @@ async def _claim_all(store: RedisStore, node: str, fps: list[str], mode: Mode, b
     return ids
 
 
-async def memory(store: RedisStore, server: RedisServer, n: int, batch: int) -> dict[str, Any]:
+async def memory(store: RedisStore, server: Server, n: int, batch: int) -> dict[str, Any]:
     """Bytes of ``used_memory`` per fingerprint in each scenario."""
     with server.client() as c:
         c.flushall()
@@ -90,7 +114,7 @@ async def memory(store: RedisStore, server: RedisServer, n: int, batch: int) -> 
 
 async def throughput(
     store: RedisStore,
-    server: RedisServer,
+    server: Server,
     batch: int,
     seconds: float,
     in_flight: int,
@@ -149,8 +173,8 @@ async def markers(store: RedisStore, batch: int, seconds: float) -> dict[str, An
     return out
 
 
-async def _run(server: RedisServer, args: argparse.Namespace) -> dict[str, Any]:
-    store = RedisStore(RedisSettings(port=server.port))
+async def _run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    store = RedisStore(RedisSettings(host=HOST, port=server.port))
     try:
         mem = await memory(store, server, args.fingerprints, args.batch)
         with server.client() as c:
@@ -181,29 +205,23 @@ async def _run(server: RedisServer, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the measurements and print the JSON report."""
-    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
-        server = RedisServer(Path(tmp), port=args.port)
-        if args.port is None:
-            server.start()
-        try:
-            report = asyncio.run(_run(server, args))
-        finally:
-            if args.port is None:
-                server.stop()
+    if args.port == 6379:
+        raise BenchError("refusing to flush 6379; start a server elsewhere or omit --port")
+    with contextlib.ExitStack() as stack:
+        port: int | None = args.port
+        if port is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-redis-")))
+            port = stack.enter_context(RedisProcess(workdir, HOST, "redis")).port
+        report = asyncio.run(_run(Server(port), args))
     print(json.dumps(report, indent=None if args.compact else 2))
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `redis-store` subcommand to the `python -m bench` parser."""
-    _arguments(
-        subparsers.add_parser(
-            "redis-store", help="RedisStore memory per fingerprint and claim rate", description=__doc__
-        )
+    parser = subparsers.add_parser(
+        "redis-store", help="RedisStore memory per fingerprint and claim rate", description=__doc__
     )
-
-
-def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fingerprints", type=int, default=100_000, help="for the memory figures (100000)")
     parser.add_argument("--batch", type=int, default=1024, help="fingerprints per claim (1024)")
     parser.add_argument("--seconds", type=float, default=3.0, help="per throughput run (3)")
@@ -215,17 +233,3 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--compact", action="store_true", help="JSON on one line")
     parser.set_defaults(run=run)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m bench.redis_store [options]`."""
-    parser = argparse.ArgumentParser(prog="python -m bench.redis_store", description=__doc__)
-    _arguments(parser)
-    args = parser.parse_args(argv)
-    if args.port == 6379:
-        parser.error("refusing to flush 6379; start a server elsewhere or omit --port")
-    return int(args.run(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,12 +11,11 @@ from __future__ import annotations
 import shutil
 import socket
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import redis
 
-from bench.procs import BenchError, ManagedProcess, free_port, wait_until
+from bench.procs import BenchError, ManagedProcess, Service, free_port, wait_until
 from bench.targets import READY_TIMEOUT
 
 
@@ -25,7 +24,7 @@ def redis_available() -> bool:
     return shutil.which("redis-server") is not None
 
 
-class RedisProcess:
+class RedisProcess(Service):
     """One redis-server on `host`, a replica of `primary` when given."""
 
     def __init__(self, workdir: Path, host: str, name: str, primary: RedisProcess | None = None) -> None:
@@ -34,19 +33,11 @@ class RedisProcess:
         self.name = name
         self.primary = primary
         self.port = free_port(socket.SOCK_STREAM, host)
-        self._process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
         """The ``redis://`` URL a trapgate config names this server by."""
         return f"redis://{self.host}:{self.port}/0"
-
-    @property
-    def process(self) -> ManagedProcess:
-        """The running process (raises before `__enter__`)."""
-        if self._process is None:
-            raise BenchError(f"{self.name} is not started")
-        return self._process
 
     def pick_ports(self) -> None:
         """Choose a new free port, e.g. after another process took the one chosen."""
@@ -83,34 +74,24 @@ class RedisProcess:
         except (redis.RedisError, OSError):
             return False
 
-    def __enter__(self) -> RedisProcess:
+    def spawn(self) -> ManagedProcess:
+        """redis-server in the workdir, logging to process.log there."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._process = ManagedProcess(self.name, self.command(), self.workdir / "process.log")
-        self._process.__enter__()
-        try:
-            wait_until(
-                self._answers,
-                READY_TIMEOUT,
-                f"{self.name} on {self.host}:{self.port}",
-                alive=self._process.check_alive,
-            )
-            if self.primary is not None:
-                wait_until(
-                    lambda: self.info("replication").get("master_link_status") == "up",
-                    READY_TIMEOUT,
-                    f"{self.name} to link to {self.primary.name}",
-                    alive=self._process.check_alive,
-                )
-        except BaseException:
-            self._process.stop()
-            raise
-        return self
+        return ManagedProcess(self.name, self.command(), self.workdir / "process.log")
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._process is not None:
-            self._process.stop()
+    def wait_ready(self) -> None:
+        """The server answers PING and, for a replica, its link to the primary is up."""
+        wait_until(
+            self._answers,
+            READY_TIMEOUT,
+            f"{self.name} on {self.host}:{self.port}",
+            alive=self.process.check_alive,
+        )
+        primary = self.primary
+        if primary is not None:
+            wait_until(
+                lambda: self.info("replication").get("master_link_status") == "up",
+                READY_TIMEOUT,
+                f"{self.name} to link to {primary.name}",
+                alive=self.process.check_alive,
+            )

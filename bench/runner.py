@@ -92,7 +92,7 @@ def measure(
             try:
                 cpu_before = tree_cpu_seconds(pid)
                 sent = send_paced(
-                    (target.host, target.port),
+                    [(target.host, target.port)],
                     load.rate,
                     load.duration,
                     load.render,

@@ -68,30 +68,6 @@ class SendResult:
         return self.attempted / self.elapsed if self.elapsed > 0 else 0.0
 
 
-def send_paced(
-    address: Address,
-    rate: float,
-    duration: float,
-    render: Render,
-    render_probe: Render,
-    probe_every: int = 1000,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    use_sendmmsg: bool = True,
-) -> SendResult:
-    """Send `round(rate * duration)` datagrams numbered 0.. to `address`.
-
-    Datagram `seq` is `render(seq)`, or `render_probe(seq)` when `seq` is a
-    multiple of `probe_every` (0 disables probes). Runs of datagrams of one
-    length go out through sendmmsg when `use_sendmmsg` and the C library
-    allow it, others one `send` each. Send errors (e.g. ICMP port
-    unreachable reported on the connected socket) are counted, not raised.
-    """
-    return send_paced_all(
-        [address], rate, duration, render, render_probe, probe_every, clock, sleep, use_sendmmsg
-    )
-
-
 class _Destination:
     """One connected socket and, where available, its sendmmsg batcher."""
 
@@ -107,7 +83,18 @@ class _Destination:
         )
 
 
-def send_paced_all(
+def _send_each(sends: Sequence[Callable[[bytes], int]], data: bytes) -> int:
+    """Send `data` through every one of `sends`; how many refused it."""
+    errors = 0
+    for send in sends:
+        try:
+            send(data)
+        except OSError:
+            errors += 1
+    return errors
+
+
+def send_paced(
     addresses: Sequence[Address],
     rate: float,
     duration: float,
@@ -118,9 +105,14 @@ def send_paced_all(
     sleep: Callable[[float], None] = time.sleep,
     use_sendmmsg: bool = True,
 ) -> SendResult:
-    """`send_paced` to every one of `addresses`: each numbered datagram goes to all of them.
+    """Send `round(rate * duration)` datagrams numbered 0.. to every one of `addresses`.
 
-    A probe's send time is taken just before its first copy leaves.
+    Datagram `seq` is `render(seq)`, or `render_probe(seq)` when `seq` is a
+    multiple of `probe_every` (0 disables probes); a probe's send time is
+    taken just before its first copy leaves. Runs of datagrams of one length
+    go out through sendmmsg when `use_sendmmsg` and the C library allow it,
+    others one `send` each. Send errors (e.g. ICMP port unreachable reported
+    on the connected socket) are counted, not raised.
     """
     if rate <= 0 or duration <= 0:
         raise ValueError("rate and duration must be positive")
@@ -150,12 +142,7 @@ def send_paced_all(
             while seq < due:
                 if seq == next_probe:
                     probe_times[seq] = clock()
-                    data = render_probe(seq)
-                    for send in sends:
-                        try:
-                            send(data)
-                        except OSError:
-                            errors += 1
+                    errors += _send_each(sends, render_probe(seq))
                     seq += 1
                     next_probe += probe_every
                     continue
@@ -168,12 +155,7 @@ def send_paced_all(
                         seq = stop
                         continue
                 for n in range(seq, stop):
-                    data = render(n)
-                    for send in sends:
-                        try:
-                            send(data)
-                        except OSError:
-                            errors += 1
+                    errors += _send_each(sends, render(n))
                 seq = stop
         result.t_last = clock()
         result.attempted = total

@@ -21,17 +21,18 @@ from pathlib import Path
 from bench._cli import (
     add_common_arguments,
     common_notes,
+    common_params,
     finish,
     log,
+    paced_load,
     peer_list,
     positive,
     run_benchmark,
 )
-from bench.outfile import PROBE_PATTERN, SEQ_PATTERN
 from bench.procs import BenchError
 from bench.pysnmp_peer import PysnmpReceiver
 from bench.report import Record
-from bench.runner import Load, TargetFactory
+from bench.runner import TargetFactory
 from bench.sender import Render
 from bench.snmpload import V3Encoder, V3Identity, v2c_template
 from bench.snmptrapd import Snmptrapd
@@ -227,32 +228,12 @@ def run(args: argparse.Namespace) -> int:
     rates = system_rates(args, list(systems))
     total = max(round(rate * args.duration) for rate in rates.values())
     render, render_probe, size, built = _renderers(args, identity, total)
-
-    def load(rate: int) -> Load:
-        return Load(
-            rate=rate,
-            duration=args.duration,
-            render=render,
-            render_probe=render_probe,
-            probe_pattern=PROBE_PATTERN,
-            seq_pattern=SEQ_PATTERN,
-            probe_every=args.probe_every,
-            drain_idle=args.drain_idle,
-            drain_timeout=max(60.0, 3 * args.duration),
-        )
-
-    loads = {name: load(rate) for name, rate in rates.items()}
+    loads = {name: paced_load(args, rate, render, render_probe) for name, rate in rates.items()}
     params: Record = {
         "rate": args.rate,
         "rates": rates,
         "version": args.version,
-        "duration": args.duration,
-        "runs": args.runs,
-        "systems": list(systems),
-        "size": size,
-        "rcvbuf": args.rcvbuf,
-        "probe_every": args.probe_every,
-        "drain_idle": args.drain_idle,
+        **common_params(args, list(systems), size),
     }
     if identity is not None:
         params["sender_engine_id"] = identity.engine_id.hex()

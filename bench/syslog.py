@@ -15,12 +15,13 @@ from pathlib import Path
 from bench._cli import (
     add_common_arguments,
     common_notes,
+    common_params,
     finish,
+    paced_load,
     peer_list,
     positive,
     run_benchmark,
 )
-from bench.outfile import PROBE_PATTERN, SEQ_PATTERN
 from bench.procs import BenchError
 from bench.report import Record
 from bench.rsyslog import Rsyslog
@@ -46,6 +47,13 @@ def message_templates(size: int, stamp: str, procid: int) -> tuple[bytes, bytes]
         normal += filler
         probe += filler
     return normal, probe
+
+
+def syslog_load(args: argparse.Namespace) -> Load:
+    """The load of --rate, --size and the common options: messages stamped now, from this process."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    normal, probe = message_templates(args.size, stamp, os.getpid())
+    return paced_load(args, args.rate, normal.__mod__, probe.__mod__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,28 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if not systems:
         raise BenchError("nothing to measure: trapgate skipped and no peers")
 
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    normal, probe = message_templates(args.size, stamp, os.getpid())
-    load = Load(
-        rate=args.rate,
-        duration=args.duration,
-        render=normal.__mod__,
-        render_probe=probe.__mod__,
-        probe_pattern=PROBE_PATTERN,
-        seq_pattern=SEQ_PATTERN,
-        probe_every=args.probe_every,
-        drain_idle=args.drain_idle,
-        drain_timeout=max(60.0, 3 * args.duration),
-    )
-    params: Record = {
-        "rate": args.rate,
-        "duration": args.duration,
-        "runs": args.runs,
-        "systems": list(systems),
-        "size": len(normal % 0),
-        "rcvbuf": args.rcvbuf,
-        "probe_every": args.probe_every,
-        "drain_idle": args.drain_idle,
-    }
+    load = syslog_load(args)
+    params: Record = {"rate": args.rate, **common_params(args, list(systems), len(load.render(0)))}
     loads = dict.fromkeys(systems, load)
     return finish(run_benchmark("syslog", args, systems, loads, params, common_notes(args)), args)

@@ -1,21 +1,20 @@
 """The shape every system under test has: a process fed over UDP, writing a file.
 
-A target is a context manager: entering starts the process and returns once
-its UDP socket is bound and it answers whatever readiness check it has;
-leaving stops it. Benchmarks only use what this base class offers, so a new
+A target is a `Service`: entering starts the process and returns once its
+UDP socket is bound and it answers whatever readiness check it has; leaving
+stops it. Benchmarks only use what this base class offers, so a new
 peer is one module with one subclass.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from bench.netinfo import udp_socket_stats
-from bench.procs import ManagedProcess, free_port, wait_until
+from bench.procs import ManagedProcess, Service, free_port, wait_until
 
 READY_TIMEOUT = 30.0
 
@@ -33,7 +32,7 @@ class TargetCounters:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class UdpTarget(ABC):
+class UdpTarget(Service):
     """A receiver process under test: UDP in on `host` (a loopback address), one output file."""
 
     name: str = "target"
@@ -44,14 +43,6 @@ class UdpTarget(ABC):
         self.host = host
         self.port = free_port(host=host)
         self.out_path = workdir / "out.log"
-        self._process: ManagedProcess | None = None
-
-    @property
-    def process(self) -> ManagedProcess:
-        """The running process (raises before `__enter__`)."""
-        if self._process is None:
-            raise RuntimeError(f"{self.name} is not started")
-        return self._process
 
     def pick_ports(self) -> None:
         """Choose new free ports, e.g. after another process took one before the target bound it."""
@@ -64,6 +55,11 @@ class UdpTarget(ABC):
     def environment(self) -> dict[str, str] | None:
         """The child's environment; None inherits the benchmark's."""
         return None
+
+    def spawn(self) -> ManagedProcess:
+        """The process of `command`, logging to process.log in the workdir."""
+        argv, cwd = self.command()
+        return ManagedProcess(self.name, argv, self.workdir / "process.log", cwd=cwd, env=self.environment())
 
     def wait_ready(self) -> None:
         """Return once the UDP socket is bound; subclasses add their own checks."""
@@ -81,25 +77,3 @@ class UdpTarget(ABC):
     def config_summary(self) -> dict[str, Any]:
         """Settings worth reporting next to the figures (queue sizes, batching)."""
         return {}
-
-    def __enter__(self) -> UdpTarget:
-        argv, cwd = self.command()
-        self._process = ManagedProcess(
-            self.name, argv, self.workdir / "process.log", cwd=cwd, env=self.environment()
-        )
-        self._process.__enter__()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self._process.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._process is not None:
-            self._process.stop()

@@ -1,4 +1,4 @@
-"""Real redis-server processes on free loopback ports, for tests and benchmarks.
+"""Real redis-server processes on free loopback ports, for tests.
 
 Every server runs from its own directory with persistence off (``--save ""
 --appendonly no``), binds one loopback address (127.0.0.1 unless told, e.g.
@@ -7,7 +7,9 @@ starts one (optionally as a replica), waits until it answers (and, for a
 replica, until its link to the primary is up), promotes, stops or kills it.
 `RedisClusterServers` starts masters with cluster mode on and joins them with
 ``redis-cli --cluster create``. Both are context managers that stop what they
-started.
+started; a server the test process never stopped (it was killed, or crashed)
+gets SIGTERM from the kernel when the thread that started it ends, so start
+servers from the main thread (fixtures and tests run there).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 import redis
+
+from bench.procs import die_with_parent
 
 HOST = "127.0.0.1"
 _PORTS = range(20000, 30000)  # + 10000 stays below the ephemeral range for the cluster bus
@@ -156,8 +160,8 @@ class RedisServer:
             self.dir.mkdir(parents=True, exist_ok=True)
             # Config errors go to stderr before the log file is opened.
             with open(self.dir / "stderr.log", "ab") as stderr:
-                self.proc = subprocess.Popen(self._command(), cwd=self.dir,
-                                             stdout=subprocess.DEVNULL, stderr=stderr)
+                self.proc = subprocess.Popen(self._command(), cwd=self.dir, stdout=subprocess.DEVNULL,
+                                             stderr=stderr, preexec_fn=die_with_parent)
             try:
                 self._wait_ready(timeout)
                 break

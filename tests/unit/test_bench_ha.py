@@ -17,7 +17,7 @@ from bench.harunner import measure_deployment
 from bench.outfile import PROBE_PATTERN, SEQ_PATTERN, count_union
 from bench.pyspy import top_functions
 from bench.runner import Load
-from bench.sender import send_paced_all
+from bench.sender import send_paced
 from bench.syslog import message_templates
 from bench.trapgate import DEFAULT_COMMAND, render_config
 
@@ -43,7 +43,7 @@ def test_paced_send_to_two_destinations_gives_each_every_datagram_and_times_prob
         for sink in sinks:
             sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
             sink.bind(("127.0.0.1", 0))
-        result = send_paced_all(
+        result = send_paced(
             [s.getsockname() for s in sinks], 10_000, 0.2, normal.__mod__, probe.__mod__, 500
         )
         got = []

@@ -6,8 +6,7 @@ import re
 import time
 from pathlib import Path
 
-from bench.outfile import OutputTailer, count_sequences
-from bench.syslog import PROBE_PATTERN, SEQ_PATTERN
+from bench.outfile import PROBE_PATTERN, SEQ_PATTERN, OutputTailer, count_sequences
 
 
 def _line(seq: int, kind: str = "d") -> bytes:

@@ -32,7 +32,7 @@ def test_paced_send_delivers_every_number_once_with_probes(use_sendmmsg: bool) -
         sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         sink.bind(("127.0.0.1", 0))
         result = send_paced(
-            sink.getsockname(), 20_000, 0.25, normal.__mod__, probe.__mod__, 1000, use_sendmmsg=use_sendmmsg
+            [sink.getsockname()], 20_000, 0.25, normal.__mod__, probe.__mod__, 1000, use_sendmmsg=use_sendmmsg
         )
         sink.setblocking(False)
         got = []
@@ -57,7 +57,7 @@ def test_paced_send_is_paced_by_the_injected_clock() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.bind(("127.0.0.1", 0))
         result = send_paced(
-            sink.getsockname(), 1000, 0.5, b"%010d".__mod__, b"%010d".__mod__, 0, lambda: now[0], sleep
+            [sink.getsockname()], 1000, 0.5, b"%010d".__mod__, b"%010d".__mod__, 0, lambda: now[0], sleep
         )
     assert result.attempted == 500
     assert result.probe_times == {}
@@ -68,7 +68,7 @@ def test_paced_send_counts_refused_datagrams_instead_of_raising() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_sock:
         probe_sock.bind(("127.0.0.1", 0))
         port = probe_sock.getsockname()[1]
-    result = send_paced(("127.0.0.1", port), 2000, 0.1, b"%010d".__mod__, b"%010d".__mod__, 0)
+    result = send_paced([("127.0.0.1", port)], 2000, 0.1, b"%010d".__mod__, b"%010d".__mod__, 0)
     assert result.attempted == 200
     assert result.sent + result.errors == 200
 
