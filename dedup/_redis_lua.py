@@ -59,11 +59,11 @@ for fp in string.gmatch(ARGV[6] .. '\\n', '([^\\n]*)\\n') do
   local base = prefix .. '{' .. fp .. '}'
   local k, ttl = 1, window
   if exact then
+    -- The first copy opens the window with one write; later ones count up
+    -- and take the window's remaining time.
     local counter = base .. ':' .. node
-    k = call('INCR', counter)
-    if k == 1 then
-      call('PEXPIRE', counter, window)
-    else
+    if not call('SET', counter, '1', 'NX', 'PX', window) then
+      k = call('INCR', counter)
       ttl = call('PTTL', counter)
       if ttl < 0 then
         call('PEXPIRE', counter, window)
