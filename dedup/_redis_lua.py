@@ -4,12 +4,19 @@ Keys, with prefix ``P`` and fingerprint ``f`` (the hash tag puts everything
 about one fingerprint in one cluster slot):
 
 * ``P{f}:node`` - node's occurrence counter, expires when its window closes;
-* ``P{f}k``     - the claim of id ``f-k``: 1 claimed, 2 claimed and forwarded;
+* ``P{f}k``     - the claim of id ``f-k``: ``1`` claimed, ``2`` claimed and
+  forwarded, ``node:seq`` claimed by node's batch seq, forwarded once the
+  node's watermark in ``Pforwarded`` reaches seq;
 * ``P{f}kf``    - the forwarded marker of an id whose claim is gone.
 
 Beside them: ``Pepoch`` (the pair's epoch), ``Prescue`` (the rescue stream),
-``Pprogress`` (the id the master forwarded last) and ``Pkept`` (present while
-the data set is the one the nodes wrote to).
+``Pforwarded`` (a hash: ``w:node`` the seq up to which node's batches are all
+forwarded, ``last`` the id the master forwarded last) and ``Pkept`` (present
+while the data set is the one the nodes wrote to).
+
+A master marks its own batches forwarded by raising its watermark, one write
+a batch; ids claimed any other way (rescued, flushed, written back) are marked
+one by one.
 
 Marking a live claim forwarded rewrites its value and keeps its expiry, so the
 marker costs no key of its own and ends with the window, as the claim does.
@@ -47,15 +54,15 @@ def _script(source: str) -> Script:
 
 # ARGV: prefix, mode ("e" exact / "s" suppress / "n" exact, counting the copies
 # but claiming nothing, every k positive), window ms, node, want-evicted
-# ("1"/"0"), fingerprints (newline-separated). Returns one signed occurrence
+# ("1"/"0"), the claims' value, fingerprints (newline-separated). Returns one signed occurrence
 # per fingerprint (positive: won, negative: held by someone), then DBSIZE, then
 # evicted_keys (-1 when not asked for).
 CLAIM = _script("""#!lua flags=allow-cross-slot-keys
 local prefix, exact, window, node = ARGV[1], ARGV[2] ~= 's', ARGV[3], ARGV[4]
-local claim = ARGV[2] ~= 'n'
+local claim, value = ARGV[2] ~= 'n', ARGV[6]
 local call = redis.call
 local out, n = {}, 0
-for fp in string.gmatch(ARGV[6] .. '\\n', '([^\\n]*)\\n') do
+for fp in string.gmatch(ARGV[7] .. '\\n', '([^\\n]*)\\n') do
   local base = prefix .. '{' .. fp .. '}'
   local k, ttl = 1, window
   if exact then
@@ -74,7 +81,7 @@ for fp in string.gmatch(ARGV[6] .. '\\n', '([^\\n]*)\\n') do
     end
   end
   n = n + 1
-  if not claim or call('SET', base .. k, '1', 'NX', 'PX', ttl) then
+  if not claim or call('SET', base .. k, value, 'NX', 'PX', ttl) then
     out[n] = k
   else
     out[n] = -k
@@ -144,21 +151,31 @@ end
 return n
 """)
 
-# ARGV: prefix, ids (newline-separated). Returns 1/0 per id: is it marked
-# forwarded (on its claim or by a marker key).
+# ARGV: prefix, watermarks (node and seq on alternate lines), ids
+# (newline-separated). Returns 1/0 per id: is it marked forwarded (on its
+# claim, by its node's watermark, or by a marker key).
 FORWARDED = _script("""#!lua flags=no-writes,allow-cross-slot-keys
 local prefix = ARGV[1]
 local call = redis.call
+local through = {}
+for node, seq in string.gmatch(ARGV[2], '([^\\n]*)\\n([^\\n]*)\\n') do
+  through[node] = tonumber(seq)
+end
 local out, n = {}, 0
-for id in string.gmatch(ARGV[2] .. '\\n', '([^\\n]*)\\n') do
+for id in string.gmatch(ARGV[3] .. '\\n', '([^\\n]*)\\n') do
   local fp, k = string.match(id, '^(.+)-(%d+)$')
   if not fp then
     return redis.error_reply('ERR malformed event id: ' .. id)
   end
   local claim = prefix .. '{' .. fp .. '}' .. k
+  local value = call('GET', claim)
   n = n + 1
-  if call('GET', claim) == '2' then
+  if value == '2' then
     out[n] = 1
+  elseif value and value ~= '1' then
+    local node, seq = string.match(value, '^(.*):(%d+)$')
+    local w = node and through[node]
+    out[n] = (w and tonumber(seq) <= w) and 1 or 0
   else
     out[n] = call('EXISTS', claim .. 'f')
   end

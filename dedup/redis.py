@@ -151,7 +151,7 @@ class RedisStore:
         self.settings = settings or RedisSettings()
         self._prefix = self.settings.prefix.encode()
         self._rescue_key = self.settings.prefix + "rescue"
-        self._progress_key = self.settings.prefix + "progress"
+        self._forwarded_key = self.settings.prefix + "forwarded"
         self._client: _Client = _connect(self.settings, self.settings.socket_timeout)
         self._blocking: _Client | None = None  # for XREADGROUP BLOCK, created on first use
         self._refresh_slots = False
@@ -165,15 +165,19 @@ class RedisStore:
     # -- claims ---------------------------------------------------------------
 
     async def claim(
-        self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float
+        self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float,
+        seq: int | None = None,
     ) -> tuple[list[str], list[bool]]:
         """Number and claim a batch with one script call (one per cluster node).
 
         Same contract as `Store.claim`; `now` is ignored because the windows
         and claims expire by the server's clock (see the module docstring).
-        Fingerprints must not contain ``{``, ``}`` or a newline.
+        Fingerprints must not contain ``{``, ``}`` or a newline. With `seq`,
+        the ids won count as forwarded once `forwarded_through` raised node's
+        watermark to `seq` (seqs of a node must grow from batch to batch).
         """
-        return await self._claim(node, fingerprints, b"e" if mode is Mode.EXACT else b"s", window)
+        value = b"1" if seq is None else f"{node}:{seq}".encode()
+        return await self._claim(node, fingerprints, b"e" if mode is Mode.EXACT else b"s", window, value)
 
     async def number(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float) -> list[str]:
         """The ids `claim` would give these copies, counted but not claimed.
@@ -184,17 +188,17 @@ class RedisStore:
         """
         if mode is Mode.SUPPRESS:
             return [f"{fp}-1" for fp in fingerprints]
-        ids, _ = await self._claim(node, fingerprints, b"n", window)
+        ids, _ = await self._claim(node, fingerprints, b"n", window, b"1")
         return ids
 
     async def _claim(
-        self, node: str, fingerprints: Sequence[str], how: bytes, window: float
+        self, node: str, fingerprints: Sequence[str], how: bytes, window: float, value: bytes
     ) -> tuple[list[str], list[bool]]:
         if not fingerprints:
             return [], []
         self._claims += 1
         want_evicted = b"1" if self._claims % _EVICTED_EVERY == 1 else b"0"
-        head = [self._prefix, how, _window_ms(window), node, want_evicted]
+        head = [self._prefix, how, _window_ms(window), node, want_evicted, value]
         signed = [0] * len(fingerprints)
         for name, indexes, reply in await self._guard(self._per_node(CLAIM, head, fingerprints, str)):
             self._entries[name] = reply[-2]
@@ -259,30 +263,44 @@ class RedisStore:
             head = [self._prefix, _window_ms(window)]
             await self._guard(self._per_node(MARK_FORWARDED, head, ids, _fp_of_id))
 
+    async def forwarded_through(self, node: str, seq: int, last_id: str) -> None:
+        """Mark every id node claimed with a seq up to `seq` forwarded; `last_id` is its newest.
+
+        One write, whatever the batch size (see `claim`); `last_id` is what
+        `progress` reads.
+        """
+        await self._guard(self._client.execute_command("HSET", self._forwarded_key, f"w:{node}", seq,
+                                                       "last", last_id))
+        self._calls += 1
+
+    async def progress(self) -> str | None:
+        """The id a master last passed to `forwarded_through`, if any."""
+        value = await self._guard(self._client.execute_command("HGET", self._forwarded_key, "last"))
+        self._calls += 1
+        return None if value is None else bytes(value).decode()
+
     async def forwarded(self, ids: Sequence[str]) -> list[bool]:
-        """For each event id, whether it is marked forwarded; one read-only call.
+        """For each event id, whether it is marked forwarded; two read-only calls.
 
         The script is flagged ``no-writes``, so this also works on a replica.
         """
         if not ids:
             return []
+        fields = await self._guard(self._client.execute_command("HGETALL", self._forwarded_key))
+        self._calls += 1
+        if isinstance(fields, dict):
+            fields = [x for pair in fields.items() for x in pair]
+        marks = b"".join(
+            bytes(name)[2:] + b"\n" + bytes(seq) + b"\n"
+            for name, seq in zip(fields[::2], fields[1::2], strict=True)
+            if bytes(name).startswith(b"w:")
+        )
+        head = [self._prefix, marks]
         out = [False] * len(ids)
-        for _, indexes, part in await self._guard(self._per_node(FORWARDED, [self._prefix], ids, _fp_of_id)):
+        for _, indexes, part in await self._guard(self._per_node(FORWARDED, head, ids, _fp_of_id)):
             for i, flag in zip(indexes, part, strict=True):
                 out[i] = flag == 1
         return out
-
-    async def set_progress(self, event_id: str, ttl: float) -> None:
-        """Publish the id of the master's latest forwarded event (lives `ttl` seconds)."""
-        ttl_ms = _window_ms(ttl)
-        await self._guard(self._client.execute_command("SET", self._progress_key, event_id, "PX", ttl_ms))
-        self._calls += 1
-
-    async def progress(self) -> str | None:
-        """The id the master published last with `set_progress`, if any; works on a replica too."""
-        value = await self._guard(self._client.execute_command("GET", self._progress_key))
-        self._calls += 1
-        return None if value is None else bytes(value).decode()
 
     # -- rescue stream --------------------------------------------------------
 

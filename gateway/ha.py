@@ -4,15 +4,16 @@ Strategy: both nodes receive every event, number their copies in the shared
 store (per-node occurrence counters on the primary) and so give the same
 occurrence the same id. Only a node whose role is master and whose lease is
 valid forwards: it claims the batch in the store, forwards what it won, and
-marks it forwarded once the sink has it. Any other node keeps every event in
+marks it forwarded once the sink has it (its own batches carry a growing seq,
+so one write of the seq marks a whole batch). Any other node keeps every event in
 a bounded pending buffer; it asks the store once an entry is `check_after`
 old whether it was forwarded and drops it if so. An entry still unforwarded
 after `grace` is rescued: put on the rescue stream, which the master reads,
 claims and forwards, so an event only the standby received still arrives
 exactly once.
 
-A master that is merely behind must not have its whole backlog rescued: the
-master publishes the id it forwarded last, and the standby, which holds the
+A master that is merely behind must not have its whole backlog rescued: with
+each batch the master publishes the id it forwarded last, and the standby, which holds the
 same id in its buffer, learns from it how far (in its own receive times) the
 master has come. An entry is checked only once the master is `check_after`
 past it, so what the master has yet to reach waits; only when the master has
@@ -146,8 +147,7 @@ class HaStage:
         # known to have forwarded, and when that last moved.
         self._progress = 0.0
         self._progress_at = clock()
-        self._last_own: str | None = None  # as master: the id forwarded last
-        self._published: str | None = None
+        self._seq = time.time_ns() // 1000  # of the master's batches; grows across restarts too
         self.unnumbered: list[Event] = []
         self.degraded = False
         self.retry_after = retry_after
@@ -176,24 +176,28 @@ class HaStage:
         fps = [fingerprint(e) for e in events]
         await self._recover()
         now = self.clock()
+        seq = None
         if not self.degraded:
+            seq = self._seq = max(self._seq + 1, time.time_ns() // 1000)
             try:
-                ids, won = await self.store.claim(self.node, fps, self.mode, self.window, now)
+                ids, won = await self.store.claim(self.node, fps, self.mode, self.window, now, seq)
                 self._recent.count_ids(self.node, ids, self.window, now)
             except StoreError as exc:
                 self._store_down(exc)
         if self.degraded:
+            seq = None
             ids, won = self._recent.claim_now(self.node, fps, self.mode, self.window, now)
             self._uncounted += ids
             self._bound_unsynced()
         keep = [i for i, w in enumerate(won) if w]
         self.counters.dropped["duplicate"] += len(events) - len(keep)
-        await self._forward([events[i] for i in keep], [fps[i] for i in keep], [ids[i] for i in keep])
-        if keep:
-            self._last_own = ids[keep[-1]]
+        await self._forward([events[i] for i in keep], [fps[i] for i in keep], [ids[i] for i in keep], seq)
 
-    async def _forward(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
-        """Spool, write to the sink, then mark forwarded (in the store, or for the write-back)."""
+    async def _forward(
+        self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str], seq: int | None = None
+    ) -> None:
+        """Spool, write to the sink, then mark forwarded: in the store (by `seq`, when the
+        claims carry it, else id by id), or for the write-back."""
         if not events:
             return
         self.counters.sent += len(events)
@@ -209,7 +213,10 @@ class HaStage:
         self._recent.claim_ids(ids, self.window, self.clock())
         if not self.degraded:
             try:
-                await self.store.mark_forwarded(ids, self.window)
+                if seq is None:
+                    await self.store.mark_forwarded(ids, self.window)
+                else:
+                    await self.store.forwarded_through(self.node, seq, ids[-1])
                 return
             except StoreError as exc:
                 self._store_down(exc)
@@ -472,28 +479,12 @@ class HaStage:
                 log.exception("rescue round failed")
                 await asyncio.sleep(0.5)
 
-    async def publish_progress(self) -> None:
-        """As master: publish the id forwarded last, when it changed."""
-        last = self._last_own
-        if last is not None and last != self._published and self.lease.forwarding(self.clock()):
-            await self.store.set_progress(last, self.window)
-            self._published = last
-
-    async def _publish_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.1)
-            try:
-                await self.publish_progress()
-            except StoreError as exc:
-                self._store_down(exc)
-
     def start(self) -> None:
-        """Start the reconcile loop (standby), the rescue consumer and the progress publisher (master)."""
+        """Start the reconcile loop (standby) and the rescue consumer (master)."""
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._reconcile_loop()),
             loop.create_task(self._rescue_loop()),
-            loop.create_task(self._publish_loop()),
             loop.create_task(self._keep_store()),
         ]
 

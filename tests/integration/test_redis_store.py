@@ -286,6 +286,25 @@ def test_claim_ids_claims_given_ids_and_numbers_the_nodes_next_copies_after_them
     use(body)
 
 
+def test_a_batch_claimed_with_a_seq_is_forwarded_once_its_nodes_watermark_reaches_it(use: Use) -> None:
+    async def body(store: RedisStore) -> None:
+        ids_1, _ = await store.claim("a", [X], EXACT, 30.0, time.time(), seq=100)
+        ids_2, _ = await store.claim("a", [Y], EXACT, 30.0, time.time(), seq=101)
+        ids_b, _ = await store.claim("b", [fp(0xC3)], EXACT, 30.0, time.time(), seq=5)
+        everything = ids_1 + ids_2 + ids_b
+        assert await store.forwarded(everything) == [False, False, False]
+        assert await store.progress() is None
+        await store.forwarded_through("a", 100, ids_1[-1])
+        assert await store.forwarded(everything) == [True, False, False]
+        assert await store.progress() == ids_1[-1]
+        await store.forwarded_through("b", 5, ids_b[-1])
+        await store.mark_forwarded(ids_2)  # the id by id way marks a seq claim too
+        assert await store.forwarded(everything) == [True, True, True]
+        assert await store.progress() == ids_b[-1]
+
+    use(body)
+
+
 def test_count_ids_moves_the_nodes_counters_and_claims_nothing(use: Use) -> None:
     async def body(store: RedisStore) -> None:
         await store.count_ids("a", [f"{X}-3", f"{Y}-1"], 30.0)
