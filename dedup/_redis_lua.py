@@ -5,13 +5,14 @@ about one fingerprint in one cluster slot):
 
 * ``P{f}:node`` - node's occurrence counter, expires when its window closes;
 * ``P{f}k``     - the claim of id ``f-k``: ``1`` claimed, ``2`` claimed and
-  forwarded, ``node:seq`` claimed by node's batch seq, forwarded once the
-  node's watermark in ``Pforwarded`` reaches seq;
+  forwarded, ``writer:seq`` claimed by a writer's (a master process's) batch
+  seq, forwarded once the writer's watermark in ``Pforwarded`` reaches seq;
 * ``P{f}kf``    - the forwarded marker of an id whose claim is gone.
 
 Beside them: ``Pepoch`` (the pair's epoch), ``Prescue`` (the rescue stream),
-``Pforwarded`` (a hash: ``w:node`` the seq up to which node's batches are all
-forwarded, ``last`` the id the master forwarded last) and ``Pkept`` (present
+``Pforwarded`` (a hash: ``w:writer`` the seq up to which writer's batches are
+all forwarded, ``t:writer`` when it last moved, ``last`` the id the master
+forwarded last) and ``Pkept`` (present
 while the data set is the one the nodes wrote to).
 
 A master marks its own batches forwarded by raising its watermark, one write
@@ -151,9 +152,9 @@ end
 return n
 """)
 
-# ARGV: prefix, watermarks (node and seq on alternate lines), ids
+# ARGV: prefix, watermarks (writer and seq on alternate lines), ids
 # (newline-separated). Returns 1/0 per id: is it marked forwarded (on its
-# claim, by its node's watermark, or by a marker key).
+# claim, by its writer's watermark, or by a marker key).
 FORWARDED = _script("""#!lua flags=no-writes,allow-cross-slot-keys
 local prefix = ARGV[1]
 local call = redis.call

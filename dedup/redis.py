@@ -24,6 +24,7 @@ redis-py error becomes a `StoreError` here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,17 +167,19 @@ class RedisStore:
 
     async def claim(
         self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float,
-        seq: int | None = None,
+        batch: tuple[str, int] | None = None,
     ) -> tuple[list[str], list[bool]]:
         """Number and claim a batch with one script call (one per cluster node).
 
         Same contract as `Store.claim`; `now` is ignored because the windows
         and claims expire by the server's clock (see the module docstring).
-        Fingerprints must not contain ``{``, ``}`` or a newline. With `seq`,
-        the ids won count as forwarded once `forwarded_through` raised node's
-        watermark to `seq` (seqs of a node must grow from batch to batch).
+        Fingerprints must not contain ``{``, ``}`` or a newline. With
+        `batch`, a (writer, seq) pair, the ids won count as forwarded once
+        `forwarded_through` raised writer's watermark to seq. A writer's seqs
+        grow from batch to batch; a process that restarts is a new writer, so
+        a batch it lost in a crash is never covered by a later watermark.
         """
-        value = b"1" if seq is None else f"{node}:{seq}".encode()
+        value = b"1" if batch is None else f"{batch[0]}:{batch[1]}".encode()
         return await self._claim(node, fingerprints, b"e" if mode is Mode.EXACT else b"s", window, value)
 
     async def number(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float) -> list[str]:
@@ -263,15 +266,36 @@ class RedisStore:
             head = [self._prefix, _window_ms(window)]
             await self._guard(self._per_node(MARK_FORWARDED, head, ids, _fp_of_id))
 
-    async def forwarded_through(self, node: str, seq: int, last_id: str) -> None:
-        """Mark every id node claimed with a seq up to `seq` forwarded; `last_id` is its newest.
+    async def forwarded_through(self, writer: str, seq: int, last_id: str) -> None:
+        """Mark every id writer claimed with a seq up to `seq` forwarded; `last_id` is its newest.
 
         One write, whatever the batch size (see `claim`); `last_id` is what
-        `progress` reads.
+        `progress` reads. The write's time is kept for `prune_writers`.
         """
-        await self._guard(self._client.execute_command("HSET", self._forwarded_key, f"w:{node}", seq,
-                                                       "last", last_id))
+        fields: list[str | int] = [f"w:{writer}", seq, f"t:{writer}", int(time.time()), "last", last_id]
+        await self._guard(self._client.execute_command("HSET", self._forwarded_key, *fields))
         self._calls += 1
+
+    async def prune_writers(self, idle: float) -> int:
+        """Forget the watermarks of writers that marked nothing for `idle` seconds; how many.
+
+        With `idle` longer than the window, every claim they cover has expired.
+        """
+        fields = await self._hgetall(self._forwarded_key)
+        cutoff = time.time() - idle
+        stale = [name[2:] for name, value in fields.items() if name.startswith(b"t:") and int(value) < cutoff]
+        if stale:
+            names = [prefix + writer for writer in stale for prefix in (b"w:", b"t:")]
+            await self._guard(self._client.execute_command("HDEL", self._forwarded_key, *names))
+            self._calls += 1
+        return len(stale)
+
+    async def _hgetall(self, key: str) -> dict[bytes, bytes]:
+        reply = await self._guard(self._client.execute_command("HGETALL", key))
+        self._calls += 1
+        if isinstance(reply, dict):
+            return {bytes(k): bytes(v) for k, v in reply.items()}
+        return {bytes(k): bytes(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
 
     async def progress(self) -> str | None:
         """The id a master last passed to `forwarded_through`, if any."""
@@ -286,14 +310,9 @@ class RedisStore:
         """
         if not ids:
             return []
-        fields = await self._guard(self._client.execute_command("HGETALL", self._forwarded_key))
-        self._calls += 1
-        if isinstance(fields, dict):
-            fields = [x for pair in fields.items() for x in pair]
+        fields = await self._hgetall(self._forwarded_key)
         marks = b"".join(
-            bytes(name)[2:] + b"\n" + bytes(seq) + b"\n"
-            for name, seq in zip(fields[::2], fields[1::2], strict=True)
-            if bytes(name).startswith(b"w:")
+            name[2:] + b"\n" + seq + b"\n" for name, seq in fields.items() if name.startswith(b"w:")
         )
         head = [self._prefix, marks]
         out = [False] * len(ids)

@@ -147,7 +147,9 @@ class HaStage:
         # known to have forwarded, and when that last moved.
         self._progress = 0.0
         self._progress_at = clock()
-        self._seq = time.time_ns() // 1000  # of the master's batches; grows across restarts too
+        # Who claims this process's batches, and the seq of the last one (see `RedisStore.claim`).
+        self._writer = f"{node}.{time.time_ns() // 1000:x}"
+        self._seq = 0
         self.unnumbered: list[Event] = []
         self.degraded = False
         self.retry_after = retry_after
@@ -178,9 +180,10 @@ class HaStage:
         now = self.clock()
         seq = None
         if not self.degraded:
-            seq = self._seq = max(self._seq + 1, time.time_ns() // 1000)
+            seq = self._seq = self._seq + 1
             try:
-                ids, won = await self.store.claim(self.node, fps, self.mode, self.window, now, seq)
+                batch = (self._writer, seq)
+                ids, won = await self.store.claim(self.node, fps, self.mode, self.window, now, batch)
                 self._recent.count_ids(self.node, ids, self.window, now)
             except StoreError as exc:
                 self._store_down(exc)
@@ -216,7 +219,7 @@ class HaStage:
                 if seq is None:
                     await self.store.mark_forwarded(ids, self.window)
                 else:
-                    await self.store.forwarded_through(self.node, seq, ids[-1])
+                    await self.store.forwarded_through(self._writer, seq, ids[-1])
                 return
             except StoreError as exc:
                 self._store_down(exc)
@@ -489,9 +492,11 @@ class HaStage:
         ]
 
     async def _keep_store(self) -> None:
-        """Mark the store's data set as this pair's, so that losing it later shows (`resync`)."""
+        """Mark the store's data set as this pair's, so that losing it later shows (`resync`);
+        forget the watermarks of processes gone for longer than the window."""
         with contextlib.suppress(StoreError):
             await self.store.fresh()
+            await self.store.prune_writers(self.window + 60)
 
     async def stop(self) -> None:
         """Stop the background loops."""

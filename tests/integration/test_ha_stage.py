@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,3 +248,36 @@ def test_standby_rescues_what_the_master_passed_by_and_waits_for_what_it_has_yet
     assert rescued == [1, 2]
     assert sorted(sink.msgs()) == ["e1", "e2", "e3", "e4", "late", "only-b"]
     assert left == 0
+
+
+class StuckSink(ListSink):
+    """A sink that never takes anything: the process dies with the batch in hand."""
+
+    async def write(self, lines: list[bytes]) -> None:
+        await asyncio.Event().wait()
+
+
+def test_master_restarted_after_a_crash_mid_batch_forwards_that_batch_from_its_spool(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """The restarted master's own watermark must not pass for its previous life's unfinished batch."""
+
+    async def main() -> ListSink:
+        a1 = stage(redis, "a", Role.MASTER, StuckSink(), Spool(tmp_path / "spool-a"))
+        crash = asyncio.create_task(a1.handle([ev("in-flight")]))
+        await asyncio.sleep(0.2)  # claimed and spooled, stuck in the sink
+        crash.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await crash
+        assert a1.spool is not None
+        a1.spool.close()
+        await a1.store.close()
+        sink = ListSink()
+        a2 = stage(redis, "a", Role.MASTER, sink, Spool(tmp_path / "spool-a"))
+        assert await a2.recover_spool() == 1
+        await a2.handle([ev("after-restart")])  # its first batch: a watermark of its own
+        await a2.rescue_once(block_ms=100)
+        await a2.store.close()
+        return sink
+
+    assert sorted(asyncio.run(main()).msgs()) == ["after-restart", "in-flight"]
