@@ -7,7 +7,7 @@ never a dependency of this package.
 """
 
 from formats._base import register
-from formats.snmp._errors import AccessError, BerError, SnmpError
+from formats.snmp._errors import AccessError, BerError, DiscoveryError, SnmpError
 from formats.snmp._receiver import DEFAULT_ENGINE_ID, SnmpConfig, SnmpParser, SnmpReceiver
 from formats.snmp._usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS, UsmUser
 
@@ -17,6 +17,7 @@ __all__ = [
     "PRIV_PROTOCOLS",
     "AccessError",
     "BerError",
+    "DiscoveryError",
     "SnmpConfig",
     "SnmpError",
     "SnmpParser",

@@ -31,3 +31,14 @@ class BerError(SnmpError):
 
 class AccessError(SnmpError):
     """A well-formed message that the community list or USM refuses."""
+
+
+class DiscoveryError(AccessError):
+    """A v3 message refused so that its sender learns this engine's id or
+    its boots and time (RFC 3414 section 4): reason `unknown_engine_id` or
+    `not_in_time_window`, and always a Report to send back.
+
+    A sender goes through this before its first inform to this engine and
+    again whenever its notion of the engine's time is stale, so a caller
+    counts it like any refusal but need not keep the datagram as bad input.
+    """

@@ -13,12 +13,15 @@ with it), so an event is mostly lists of what the bindings hold.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from formats._base import Event, Peer
 from formats.snmp._ber import IP_ADDRESS, TIMETICKS, TRAP_V1
-from formats.snmp._decoded import Pdu
+from formats.snmp._decoded import CommunityMessage, Pdu, V3Message
 from formats.snmp._errors import BerError
+
+if TYPE_CHECKING:
+    from formats.snmp._receiver import SnmpConfig
 
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
 SNMP_TRAP_OID = "1.3.6.1.6.3.1.1.4.1.0"
@@ -32,25 +35,27 @@ SOURCE_RULES = ("agent_addr", "trap_address", "engine_id", "peer")
 """The source rules, in their default order."""
 
 _PDU_NAMES = {TRAP_V1: "trap", 0xA7: "trap", 0xA6: "inform"}
+_VERSIONS = {0: "1", 1: "2c"}
 
 
 def build_event(
-    *,
-    version: str,
+    config: SnmpConfig,
+    msg: CommunityMessage | V3Message,
     pdu: Pdu,
-    principal: tuple[str, str],
     engine_id: bytes | None,
     data: bytes,
     peer: Peer,
     received_at: float,
-    source_order: Sequence[str],
-    engine_sources: Mapping[str, str],
 ) -> Event:
-    """The Event for a trap or inform PDU that passed access checks.
+    """The Event for a trap or inform `pdu` of `msg` that passed access checks.
 
-    `principal` is ("community", text) or ("user", name); `engine_id` is the
-    v3 sending device's engine id (None for v1/v2c).
+    `data` is the datagram; `engine_id` is the v3 sending device's engine id
+    (None for v1/v2c). The event names the community or the v3 user.
     """
+    if isinstance(msg, V3Message):
+        version, principal, name = "3", "user", msg.user
+    else:
+        version, principal, name = _VERSIONS[msg.version], "community", msg.community
     bindings = pdu.varbinds
     if pdu.tag == TRAP_V1:
         trap_oid = _v1_trap_oid(pdu)
@@ -77,13 +82,15 @@ def build_event(
                 trap_address = binding.value  # type: ignore[assignment]
     engine_hex = engine_id.hex() if engine_id else None
     if agent_addr or trap_address or engine_hex:
-        source, rule = _source(source_order, agent_addr, trap_address, engine_hex, engine_sources, peer[0])
+        source, rule = _source(
+            config.source_order, agent_addr, trap_address, engine_hex, config.engine_sources, peer[0]
+        )
     else:
         source, rule = peer[0], "peer"  # what every order of the rules comes to
     fields: dict[str, Any] = {
         "version": version,
         "pdu": _PDU_NAMES[pdu.tag],
-        principal[0]: principal[1],
+        principal: name.decode("utf-8", "backslashreplace"),
         "engine_id": engine_hex,
         "trap_oid": trap_oid,
         "uptime": uptime,

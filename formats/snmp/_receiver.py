@@ -2,11 +2,13 @@
 
 Strategy: v1/v2c need only the community check. For v3, the reportable flag
 says whether this engine is authoritative (an inform or a discovery probe)
-or the sender is (a trap), as RFC 3412 and 3414 have it. Discovery and time
-synchronisation are answered with Report PDUs and no Event; every refusal
-is an `AccessError` whose `reason` matches usmStats and which carries the
-Report to send when the sender asked for one. Engine boots come from the
-caller; engine time is derived from the `received_at` values passed in.
+or the sender is (a trap), as RFC 3412 and 3414 have it. Every refusal is an
+`AccessError` whose `reason` matches usmStats and which carries the Report
+to send when the sender asked for one. Discovery and time synchronisation
+are refusals too (RFC 3414 counts them in usmStats), raised as the
+`DiscoveryError` subclass so that a caller can count them without keeping
+them as bad input. Engine boots come from the caller; engine time is
+derived from the `received_at` values passed in.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from formats.snmp._decoded import (
     ScopedPdu,
     V3Message,
 )
-from formats.snmp._errors import AccessError, BerError, SnmpError
+from formats.snmp._errors import AccessError, BerError, DiscoveryError, SnmpError
 from formats.snmp._event import SOURCE_RULES, build_event
 from formats.snmp._message import (
     decode_message,
@@ -60,7 +62,6 @@ _REPORT_OIDS = {
     "decryption_error": f"{_USM_STATS}.6.0",
 }
 _MAX_SIZE = 65507
-_VERSIONS = {0: "1", 1: "2c"}
 
 DEFAULT_ENGINE_ID = b"\x80\x00\x00\x00\x04trapgate"
 """Format 4 (text) engine id; give each node of a pair its own in production."""
@@ -118,11 +119,12 @@ class SnmpReceiver:
         self.usm = Usm(config.users, config.engine_id, engine_boots, started_at or 0.0, salt)
         self._report_counts: dict[str, int] = {}
 
-    def handle(self, data: bytes, peer: Peer, received_at: float) -> tuple[Event | None, bytes | None]:
-        """The Event in `data` (None when there is none) and the reply to send.
+    def handle(self, data: bytes, peer: Peer, received_at: float) -> tuple[Event, bytes | None]:
+        """The Event in `data` and the reply to send (None when there is none).
 
         Raises `FormatError` (an `SnmpError`) for anything refused; its
-        `reply`, when not None, is a Report the sender asked for.
+        `reply`, when not None, is a Report the sender asked for. Engine
+        discovery and time synchronisation raise a `DiscoveryError`.
         """
         if not self._started:
             self.usm.started_at = received_at
@@ -133,22 +135,23 @@ class SnmpReceiver:
         try:
             return self._handle_v3(msg, data, peer, received_at)
         except AccessError as exc:
-            if msg.flags & FLAG_REPORTABLE and exc.reason in _REPORT_OIDS:
+            if exc.reply is None and msg.flags & FLAG_REPORTABLE and exc.reason in _REPORT_OIDS:
                 exc.reply = self._report(msg, exc.reason, None, received_at)
             raise
 
-    def _handle_v3(
-        self, msg: V3Message, data: bytes, peer: Peer, now: float
-    ) -> tuple[Event | None, bytes | None]:
+    def _handle_v3(self, msg: V3Message, data: bytes, peer: Peer, now: float) -> tuple[Event, bytes | None]:
         usm = self.usm
         authoritative = bool(msg.flags & FLAG_REPORTABLE)
         if authoritative and msg.engine_id != usm.engine_id:
-            return None, self._report(msg, "unknown_engine_id", None, now)
+            raise DiscoveryError("engine id discovery: not addressed to this engine", "unknown_engine_id")
         user, keys = usm.authenticate(msg, peer[0])
         if keys is not None:
             if authoritative:
                 if not usm.in_local_window(msg, now):
-                    return None, self._report(msg, "not_in_time_window", keys, now)
+                    # RFC 3414 3.2.7a: this Report is authenticated, so the
+                    # sender can trust the boots and time it learns from it.
+                    report = self._report(msg, "not_in_time_window", keys, now)
+                    raise DiscoveryError("outside this engine's time window", "not_in_time_window", report)
             elif self.config.trap_time_window and not usm.in_remote_window(msg, now):
                 raise AccessError("trap outside the sender's time window", "not_in_time_window")
         scoped = self._scoped_pdu(msg, keys)
@@ -160,17 +163,7 @@ class SnmpReceiver:
             raise AccessError("inform not addressed to this engine", "unknown_engine_id")
         if user.engine_ids and msg.engine_id == usm.engine_id and device not in user.engine_ids:
             raise AccessError("sender engine id not listed for the user", "unknown_engine_id")
-        event = build_event(
-            version="3",
-            pdu=pdu,
-            principal=("user", msg.user.decode("utf-8", "backslashreplace")),
-            engine_id=device,
-            data=data,
-            peer=peer,
-            received_at=now,
-            source_order=self.config.source_order,
-            engine_sources=self.config.engine_sources,
-        )
+        event = build_event(self.config, msg, pdu, device, data, peer, now)
         reply = None
         if pdu.tag == INFORM:
             response = encode_scoped_pdu(
@@ -252,17 +245,7 @@ def _community_event(
     pdu = msg.pdu
     if pdu.tag != (TRAP_V1 if msg.version == 0 else TRAP_V2) and not (msg.version == 1 and pdu.tag == INFORM):
         raise BerError(f"PDU 0x{pdu.tag:02x} is not a notification", "unsupported_pdu")
-    event = build_event(
-        version=_VERSIONS[msg.version],
-        pdu=pdu,
-        principal=("community", msg.community.decode("utf-8", "backslashreplace")),
-        engine_id=None,
-        data=data,
-        peer=peer,
-        received_at=received_at,
-        source_order=config.source_order,
-        engine_sources=config.engine_sources,
-    )
+    event = build_event(config, msg, pdu, None, data, peer, received_at)
     reply = None
     if pdu.tag == INFORM:
         reply = encode_community(1, msg.community, encode_pdu(RESPONSE, pdu.request_id, pdu.varbind_list))

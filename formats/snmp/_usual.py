@@ -12,6 +12,13 @@ which both paths call on the same span; a header cut short (IndexError)
 means None. Each field's end is the next one's start and the last must end
 exactly where its container does, so a length that lies cannot make a
 reader accept bytes outside their container.
+
+The length, INTEGER and OCTET STRING reads are written out again at every
+field on purpose: a Python call costs more than the read it would share.
+The same readers built on three small helpers (header, INTEGER, OCTET
+STRING) took 22% more instructions to decode a 6-varbind v2c trap and 24%
+more for a v3 one; 12% and 11% more for the whole `SnmpReceiver.handle`
+(callgrind, CPython 3.11).
 """
 
 from __future__ import annotations

@@ -4,9 +4,12 @@ Strategy: the socket path is the UDP receiver's (one append per datagram);
 decoding runs per batch in the pipeline through `formats.snmp.SnmpReceiver`,
 and the reply it returns (the Response to an inform, a Report for engine
 discovery or a refused v3 message) is sent from there, a few milliseconds
-after the datagram arrived. Both nodes of a pair answer informs; only the
-master forwards. snmpEngineBoots is kept in a small file and incremented at
-every start, as RFC 3414 asks, so that informs keep working across restarts.
+after the datagram arrived. Refusals are counted by reason and quarantined
+by the pipeline, except engine discovery and time synchronisation: every v3
+inform sender goes through them, so they are counted here and not kept.
+Both nodes of a pair answer informs; only the master forwards.
+snmpEngineBoots is kept in a small file and incremented at every start, as
+RFC 3414 asks, so that informs keep working across restarts.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from formats import Event, Peer
-from formats.snmp import SnmpError
+from formats.snmp import DiscoveryError, SnmpError
 from formats.snmp import SnmpReceiver as SansIoReceiver
 from gateway._snmp_config import snmp_config
 from gateway.errors import GatewayError
@@ -50,7 +53,10 @@ class SnmpReceiver(UdpReceiver):
         except SnmpError as exc:
             if exc.reply is not None:
                 self._send(exc.reply, peer)
-            raise
+            if not isinstance(exc, DiscoveryError):
+                raise
+            self.intake.counters.errors[exc.reason] += 1
+            return None
         if reply is not None:
             self._send(reply, peer)
         return event

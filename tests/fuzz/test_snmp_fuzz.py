@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from formats import FormatError
-from formats.snmp import SnmpConfig, SnmpReceiver, UsmUser
+from formats.snmp import DiscoveryError, SnmpConfig, SnmpReceiver, UsmUser
 from formats.snmp._ber import encode_int, encode_oid, encode_unsigned, tlv
 from formats.snmp._message import (
     decode_scoped_pdu,
@@ -89,9 +90,10 @@ def _seeds() -> list[bytes]:
     probe = encode_v3(
         1, 65507, 4, b"", 0, 0, b"", 0, b"", encode_scoped_pdu(b"", b"", encode_pdu(0xA0, 5, b""))
     )
-    report = receiver.handle(probe[0], PEER, 1.0)[1]
-    assert report is not None
-    return [*seeds, probe[0], report]
+    with pytest.raises(DiscoveryError) as info:
+        receiver.handle(probe[0], PEER, 1.0)
+    assert info.value.reply is not None
+    return [*seeds, probe[0], info.value.reply]
 
 
 SEEDS = _seeds()
@@ -109,9 +111,8 @@ def _feed(data: bytes) -> None:
     except FormatError as exc:
         assert isinstance(exc.reason, str) and exc.reason
         return
-    if event is not None:
-        orjson.dumps(dict(event.fields))
-        assert all(isinstance(part, bytes | str | int) for part in event.identity)
+    orjson.dumps(dict(event.fields))
+    assert all(isinstance(part, bytes | str | int) for part in event.identity)
     assert reply is None or isinstance(reply, bytes)
 
 

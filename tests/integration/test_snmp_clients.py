@@ -190,15 +190,16 @@ def snmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmp]:
     assert code == 0, err
 
 
-def expect_rejected(snmp: Snmp, reason: str, send: Callable[[], None]) -> None:
-    """`send` must be refused for `reason`: counted, quarantined, not forwarded,
-    and the receiver must still serve the next valid trap."""
+def expect_rejected(snmp: Snmp, reason: str, send: Callable[[], None], count: int = 1) -> None:
+    """`send` must be refused for `reason`: counted (`count` times in all),
+    quarantined once, not forwarded, and the receiver must still serve the
+    next valid trap."""
     errors, quarantined, forwarded = snmp.errors(reason), len(snmp.quarantined()), len(snmp.node.events())
     send()
     after = mark()
     snmp.trap(["-v2c", "-c", "public"], "1", f"{ENTERPRISE}.0.1", MARK, "s", after)
     snmp.wait_marked(after)
-    assert snmp.errors(reason) == errors + 1
+    assert snmp.errors(reason) == errors + count
     assert len(snmp.node.events()) == forwarded + 1
     [record] = snmp.quarantined()[quarantined:]
     assert record["reason"] == reason
@@ -536,6 +537,31 @@ def test_v3_inform_is_acknowledged_after_engine_discovery(snmp: Snmp, user: str)
     assert snmp.replies() == replies + 2  # the discovery Report, then the Response
 
 
+# case -> (snmpinform options besides the user's, the reason of the Report it gets first)
+DISCOVERY_REPORTS = {
+    "engine id discovery": ([], "unknown_engine_id"),
+    "stale boots and time": (["-e", ENGINE_ID, "-Z", "9,5000"], "not_in_time_window"),
+}
+
+
+@pytest.mark.parametrize("case", DISCOVERY_REPORTS)
+def test_v3_inform_discovery_report_is_counted_as_an_error_by_reason_but_not_quarantined(
+    snmp: Snmp, case: str
+) -> None:
+    options, reason = DISCOVERY_REPORTS[case]
+    other = "not_in_time_window" if reason == "unknown_engine_id" else "unknown_engine_id"
+    counted, not_counted, replies, quarantined = (
+        snmp.errors(reason), snmp.errors(other), snmp.replies(), len(snmp.quarantined()))
+    text = mark()
+    proc = snmp.inform([*usm("u-SHA-AES"), *options], "1", f"{ENTERPRISE}.0.21", MARK, "s", text)
+    assert proc.returncode == 0, proc.stderr
+    snmp.wait_marked(text)
+    assert snmp.errors(reason) == counted + 1
+    assert snmp.errors(other) == not_counted
+    assert snmp.replies() == replies + 2  # the Report, then the Response
+    assert len(snmp.quarantined()) == quarantined
+
+
 def test_v3_inform_to_the_configured_engine_id_is_acknowledged(snmp: Snmp) -> None:
     # A sender configured with trapgate's engine id skips discovery; with stale
     # boots and time it is told the right ones by a Report and sends again.
@@ -589,7 +615,8 @@ def test_rejected_inform_fails_at_the_client_and_is_counted(snmp: Snmp, case: st
         assert proc.returncode != 0
         assert message in proc.stderr
 
-    expect_rejected(snmp, reason, send)
+    # Each v3 case starts with engine discovery, itself counted as unknown_engine_id.
+    expect_rejected(snmp, reason, send, count=2 if reason == "unknown_engine_id" else 1)
     assert snmp.replies() == before + replies
 
 

@@ -27,7 +27,7 @@ from snmp_reference import (
     pysnmp_decode_community,
 )
 
-from formats.snmp import AccessError, SnmpConfig, SnmpReceiver, UsmUser
+from formats.snmp import AccessError, DiscoveryError, SnmpConfig, SnmpReceiver, UsmUser
 
 PEER = ("192.0.2.7", 40000)
 REST = [("1.3.6.1.2.1.1.5.0", v2c.OctetString(b"edge-1")), ("1.3.6.1.9.9", v2c.Counter64(2**40))]
@@ -80,6 +80,15 @@ class Sender:
         return out[7]
 
 
+def discovery_report(receiver: SnmpReceiver, data: bytes, now: float, reason: str) -> bytes:
+    """The Report that `data` gets instead of an Event: a DiscoveryError for `reason`."""
+    with pytest.raises(DiscoveryError) as info:
+        receiver.handle(data, PEER, now)
+    assert info.value.reason == reason
+    assert info.value.reply is not None
+    return info.value.reply
+
+
 def _report_header(reply: bytes) -> tuple[int, bytes]:
     msg, _ = decoder.decode(reply, asn1Spec=SNMPv3Message())
     return msg[1][2].asNumbers()[0], bytes(msg[2].asOctets())
@@ -101,13 +110,12 @@ def test_v3_inform_discovery_and_response_work_for_pysnmp(user: UsmUser) -> None
     )
     sender = Sender(user, receiver)
 
-    event, report = receiver.handle(sender.inform(1), PEER, 500.0)
-    assert event is None and report is not None
+    report = discovery_report(receiver, sender.inform(1), 500.0, "unknown_engine_id")
     assert _report_header(report)[0] == 0  # noAuthNoPriv, not reportable
     assert sender.accept(report) == ("report", f"{USM_STATS}.4.0", (0x41, 1))
 
     event, response = receiver.handle(sender.inform(2), PEER, 501.0)
-    assert event is not None and response is not None
+    assert response is not None
     assert event.fields["pdu"] == "inform"
     assert event.fields["varbinds"][0] == ["1.3.6.1.2.1.1.5.0", "OCTET STRING", "edge-1"]
     pdu = sender.accept(response)
@@ -122,22 +130,20 @@ def test_v3_inform_out_of_time_gets_an_authenticated_time_report() -> None:
         SnmpConfig(users=(user,), engine_id=RECEIVER_ENGINE), engine_boots=3, started_at=0.0
     )
     sender = Sender(user, receiver)
-    sender.accept(receiver.handle(sender.inform(1), PEER, 500.0)[1])
+    sender.accept(discovery_report(receiver, sender.inform(1), 500.0, "unknown_engine_id"))
     # Ten minutes pass on our side only: the sender's notion of our time is stale.
-    event, report = receiver.handle(sender.inform(2), PEER, 1100.0)
-    assert event is None and report is not None
+    report = discovery_report(receiver, sender.inform(2), 1100.0, "not_in_time_window")
     flags, _ = _report_header(report)
     assert flags == 1  # authNoPriv, as RFC 3414 3.2.7a asks
     assert sender.accept(report)[:2] == ("report", f"{USM_STATS}.2.0")
-    event, response = receiver.handle(sender.inform(3), PEER, 1100.0)
-    assert event is not None and response is not None
+    _, response = receiver.handle(sender.inform(3), PEER, 1100.0)
+    assert response is not None
     assert int(v2c.apiPDU.get_request_id(sender.accept(response))) == 3
 
 
 def test_netsnmp_discovery_probe_gets_unknown_engine_id_report() -> None:
     receiver = SnmpReceiver(SnmpConfig(engine_id=RECEIVER_ENGINE), engine_boots=5, started_at=0.0)
-    event, report = receiver.handle(bytes.fromhex(NETSNMP["v3_probe"]), PEER, 42.0)
-    assert event is None and report is not None
+    report = discovery_report(receiver, bytes.fromhex(NETSNMP["v3_probe"]), 42.0, "unknown_engine_id")
     msg, _ = decoder.decode(report, asn1Spec=SNMPv3Message())
     usm_params = bytes(msg[2].asOctets())
     assert RECEIVER_ENGINE in usm_params
@@ -149,7 +155,7 @@ def test_refused_reportable_message_carries_a_report() -> None:
     wrong = UsmUser("md5", "MD5", "not-the-pass")
     receiver = SnmpReceiver(SnmpConfig(users=(wrong,), engine_id=RECEIVER_ENGINE), started_at=0.0)
     sender = Sender(user, receiver)
-    sender.accept(receiver.handle(sender.inform(1), PEER, 10.0)[1])
+    sender.accept(discovery_report(receiver, sender.inform(1), 10.0, "unknown_engine_id"))
     with pytest.raises(AccessError) as info:
         receiver.handle(sender.inform(2), PEER, 10.0)
     assert info.value.reason == "wrong_digest"
@@ -163,9 +169,9 @@ def test_restricted_user_informs_are_checked_against_the_context_engine_id() -> 
     )
     receiver = SnmpReceiver(SnmpConfig(users=(user,), engine_id=RECEIVER_ENGINE), started_at=0.0)
     sender = Sender(user, receiver)
-    sender.accept(receiver.handle(sender.inform(1), PEER, 10.0)[1])
+    sender.accept(discovery_report(receiver, sender.inform(1), 10.0, "unknown_engine_id"))
     event, response = receiver.handle(sender.inform(2, context=SENDER_ENGINE), PEER, 10.0)
-    assert event is not None and response is not None
+    assert response is not None
     assert event.fields["engine_id"] == SENDER_ENGINE.hex()
     with pytest.raises(AccessError) as info:
         receiver.handle(sender.inform(3, context=b"\x80\x00\x00\x00\x05other"), PEER, 10.0)
