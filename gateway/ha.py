@@ -392,7 +392,6 @@ class HaStage:
 
     def _due(self, now: float, most: int = 8192) -> list[str]:
         """Ids to ask the store about now, oldest first (see the module docstring)."""
-        pending = self.pending
         due: list[str] = []
         # An entry gets its first check once it is `check_after` old and the
         # master is that far past it, or has stalled.
@@ -400,23 +399,21 @@ class HaStage:
         newest = now - self.check_after
         if not stalled:
             newest = min(newest, self._progress - self.check_after)
-        queue = self._unchecked
+        self._pop_due(self._unchecked, due, most, lambda entry: entry.added_at <= newest)
+        for queue in (self._waiting, self._rescued):
+            self._pop_due(queue, due, most, lambda entry: entry.due <= now)
+        return due
+
+    def _pop_due(self, queue: deque[str], due: list[str], most: int, ready: Callable[[_Entry], bool]) -> None:
+        """Move ids from the front of `queue` to `due` while they are ready; skip ids no longer pending."""
+        pending = self.pending
         while queue and len(due) < most:
             entry = pending.get(queue[0])
-            if entry is not None and entry.added_at > newest:
-                break
+            if entry is not None and not ready(entry):
+                return
             event_id = queue.popleft()
             if entry is not None:
                 due.append(event_id)
-        for queue in (self._waiting, self._rescued):
-            while queue and len(due) < most:
-                entry = pending.get(queue[0])
-                if entry is not None and entry.due > now:
-                    break
-                event_id = queue.popleft()
-                if entry is not None:
-                    due.append(event_id)
-        return due
 
     async def rescue_once(self, block_ms: int = 200) -> None:
         """As master: claim and forward what a standby put on the rescue stream."""
