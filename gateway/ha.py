@@ -150,7 +150,10 @@ class HaStage:
         # Who claims this process's batches, and the seq of the last one (see `RedisStore.claim`).
         self._writer = f"{node}.{time.time_ns() // 1000:x}"
         self._seq = 0
+        # Received as standby, to be numbered by the numbering loop.
         self.unnumbered: list[Event] = []
+        self._to_number = asyncio.Event()
+        self._number_lock = asyncio.Lock()
         self.degraded = False
         self.retry_after = retry_after
         # This node's numbering, and what it forwarded, within the window.
@@ -162,6 +165,7 @@ class HaStage:
         self._resync_all = False
         self._retry_at = 0.0
         self._resync_lock = asyncio.Lock()
+        self._marking: asyncio.Task[None] | None = None  # the last watermark write
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- the pipeline stage -----------------------------------------------
@@ -214,6 +218,17 @@ class HaStage:
             await self.forwarder.forward(events, fps, ids)
             spool.ack(batch)
         self._recent.claim_ids(ids, self.window, self.clock())
+        if seq is not None:
+            # The next batch need not wait for this write: marks run one after the other behind it.
+            self._marking = asyncio.create_task(self._mark(ids, seq, self._marking))
+        else:
+            await self._mark(ids)
+
+    async def _mark(self, ids: Sequence[str], seq: int | None = None,
+                    after: asyncio.Task[None] | None = None) -> None:
+        """Mark forwarded ids in the store (by the watermark for a `seq`), or keep them for the write-back."""
+        if after is not None:
+            await self._settled(after)
         if not self.degraded:
             try:
                 if seq is None:
@@ -237,29 +252,48 @@ class HaStage:
         return len(entries)
 
     async def _as_standby(self, events: list[Event]) -> None:
-        if self.unnumbered:
-            self.unnumbered += events
-            return
-        await self._number(events)
+        """Hold the batch for numbering in the background, so that the pipeline goes on meanwhile."""
+        held = self.unnumbered
+        held += events
+        overflow = len(held) - self.max_pending  # the store is unreachable for long
+        if overflow > 0:
+            self.counters.dropped["pending_overflow"] += overflow
+            del held[:overflow]
+        self._to_number.set()
 
-    async def _number(self, events: list[Event]) -> None:
+    async def number_held(self) -> bool:
+        """Number the held events into the pending buffer (as master: claim and forward them).
+
+        Several batches go to the store as one, up to 8192 events a call.
+        Returns False when the store could not be reached; what is left stays held.
+        """
+        async with self._number_lock:
+            events, self.unnumbered = self.unnumbered, []
+            for start in range(0, len(events), 8192):
+                chunk = events[start : start + 8192]
+                if self.lease.forwarding(self.clock()):
+                    await self._as_master(chunk)
+                elif not await self._number(chunk):
+                    self.unnumbered[:0] = events[start:]
+                    return False
+            return True
+
+    async def _number(self, events: list[Event]) -> bool:
         await self._recover()
         if self.degraded:
-            self.unnumbered += events
-            return
+            return False
         fps = [fingerprint(e) for e in events]
         try:
             ids = await self.store.number(self.node, fps, self.mode, self.window)
         except StoreError as exc:
             self._store_down(exc)
-            self.unnumbered += events
-            return
-        now = self.clock()
-        self._recent.count_ids(self.node, ids, self.window, now)
+            return False
+        self._recent.count_ids(self.node, ids, self.window, self.clock())
         pending = self.pending
         for event, fp, event_id in zip(events, fps, ids, strict=True):
-            pending[event_id] = _Entry(event, fp, now)
+            pending[event_id] = _Entry(event, fp, event.received_at)
         self._unchecked += ids
+        return True
         overflow = len(pending) - self.max_pending
         if overflow > 0:
             self.counters.dropped["pending_overflow"] += overflow
@@ -280,6 +314,7 @@ class HaStage:
         if not self.degraded or time.monotonic() < self._retry_at:
             return
         async with self._resync_lock:
+            await self._settled(self._marking)  # what it could not mark is written back below
             if not self.degraded:
                 return
             self._retry_at = time.monotonic() + self.retry_after
@@ -320,6 +355,20 @@ class HaStage:
             raise
         self._resync_all = False
 
+    async def marked(self) -> None:
+        """Return once every batch forwarded so far is marked forwarded (or kept for the write-back)."""
+        await self._settled(self._marking)
+
+    @staticmethod
+    async def _settled(task: asyncio.Task[None] | None) -> None:
+        """Wait for a watermark write (it handles store errors itself; a bug is logged here)."""
+        if task is None:
+            return
+        try:
+            await task
+        except Exception:
+            log.exception("marking forwarded failed")
+
     def _bound_unsynced(self) -> None:
         if len(self._unsynced) + len(self._uncounted) > self.max_pending:
             self._resync_all, self._unsynced, self._uncounted = True, [], []
@@ -328,11 +377,8 @@ class HaStage:
 
     async def reconcile_once(self) -> None:
         """Drop what the master forwarded; rescue what it did not in time."""
-        if self.unnumbered:
-            events, self.unnumbered = self.unnumbered, []
-            await self._number(events)
-            if self.unnumbered:
-                return
+        if self.unnumbered and not await self.number_held():
+            return
         if self.lease.forwarding(self.clock()):
             # Held while the lease had lapsed: forward what nobody did.
             if self.pending:
@@ -457,6 +503,19 @@ class HaStage:
             flushed += len(todo)
         return flushed
 
+    async def _number_loop(self) -> None:
+        while True:
+            await self._to_number.wait()
+            self._to_number.clear()
+            try:
+                if not await self.number_held():
+                    await asyncio.sleep(self.retry_after)  # the store is unreachable
+                    self._to_number.set()
+            except Exception:
+                log.exception("numbering failed")
+                await asyncio.sleep(self.retry_after)
+                self._to_number.set()
+
     async def _reconcile_loop(self) -> None:
         while True:
             await asyncio.sleep(0.1)
@@ -480,9 +539,10 @@ class HaStage:
                 await asyncio.sleep(0.5)
 
     def start(self) -> None:
-        """Start the reconcile loop (standby) and the rescue consumer (master)."""
+        """Start the numbering and reconcile loops (standby) and the rescue consumer (master)."""
         loop = asyncio.get_running_loop()
         self._tasks = [
+            loop.create_task(self._number_loop()),
             loop.create_task(self._reconcile_loop()),
             loop.create_task(self._rescue_loop()),
             loop.create_task(self._keep_store()),
@@ -496,7 +556,8 @@ class HaStage:
             await self.store.prune_writers(self.window + 60)
 
     async def stop(self) -> None:
-        """Stop the background loops."""
+        """Stop the background loops, once the last watermark write is done."""
+        await self.marked()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -149,6 +149,7 @@ def test_master_behind_the_standby_forwards_its_own_late_copy_once_through_a_sto
         await master.handle([ev("other")])  # store back: write-back, then a normal claim
         assert not master.degraded
         await master.handle([ev("late")])  # the master's own copy, after the write-back
+        await master.marked()
         await standby.handle([ev("other")])
         await standby.reconcile_once()
         for s in (master, standby):
@@ -166,12 +167,14 @@ def test_write_back_after_an_outage_sends_only_what_the_store_missed(redis: Redi
         master = quick_stage(redis, "a", Role.MASTER, sink)
         assert await master.store.fresh()  # as `start` does: the data set is the pair's
         await master.handle([ev(f"before-{i}") for i in range(50)])
+        await master.marked()
         paused(redis, 600)
         await master.handle([ev("during-1"), ev("during-2")])
         assert master.degraded
         await asyncio.sleep(0.7)
         sets_before = redis.command_calls()["set"]
         await master.handle([ev("after")])
+        await master.marked()
         sets = redis.command_calls()["set"] - sets_before
         standby = quick_stage(redis, "b", Role.STANDBY, ListSink())
         await standby.handle([ev("during-1"), ev("during-2"), ev("before-7")])
