@@ -117,6 +117,7 @@ class MemoryStore:
         `window` seconds) where none is open.
         """
         windows = self._node_windows(node)
+        windows.expire(now)
         closes, copies = windows.expires, windows.values
         until = now + window
         for key in ids:

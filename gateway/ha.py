@@ -95,10 +95,12 @@ def encode_rescue(event: Event, fp: str, event_id: str, claimed: bool = False) -
     it (from its spool): the master taking it forwards it unless it is marked
     forwarded, instead of claiming it.
     """
-    return msgpack.packb(  # type: ignore[no-any-return]
-        [event_id, fp, event.format, event.peer[0], event.peer[1], event.received_at, event.fields, claimed],
-        use_bin_type=True,
+    return _packer.pack(  # type: ignore[no-any-return]
+        [event_id, fp, event.format, event.peer[0], event.peer[1], event.received_at, event.fields, claimed]
     )
+
+
+_packer = msgpack.Packer(use_bin_type=True)  # one for all: making one per call costs as much as packing
 
 
 def decode_rescue(data: bytes) -> tuple[Event, str, str, bool]:
@@ -156,8 +158,10 @@ class HaStage:
         self._number_lock = asyncio.Lock()
         self.degraded = False
         self.retry_after = retry_after
-        # This node's numbering, and what it forwarded, within the window.
+        # This node's numbering, and what it forwarded, within the window:
+        # noted per batch, folded into `_recent` only when it is read.
         self._recent = MemoryStore(max_pending)
+        self._unfolded: deque[tuple[float, Sequence[str], bool]] = deque()
         # What the store missed while it could not be reached: ids forwarded
         # (claim and marker) and ids numbered here (counters); or everything.
         self._unsynced: list[str] = []
@@ -188,12 +192,12 @@ class HaStage:
             try:
                 batch = (self._writer, seq)
                 ids, won = await self.store.claim(self.node, fps, self.mode, self.window, now, batch)
-                self._recent.count_ids(self.node, ids, self.window, now)
+                self._note(ids, forwarded=False)
             except StoreError as exc:
                 self._store_down(exc)
         if self.degraded:
             seq = None
-            ids, won = self._recent.claim_now(self.node, fps, self.mode, self.window, now)
+            ids, won = self._folded().claim_now(self.node, fps, self.mode, self.window, now)
             self._uncounted += ids
             self._bound_unsynced()
         keep = [i for i, w in enumerate(won) if w]
@@ -217,7 +221,7 @@ class HaStage:
             ])
             await self.forwarder.forward(events, fps, ids)
             spool.ack(batch)
-        self._recent.claim_ids(ids, self.window, self.clock())
+        self._note(ids, forwarded=True)
         if seq is not None:
             # The next batch need not wait for this write: marks run one after the other behind it.
             self._marking = asyncio.create_task(self._mark(ids, seq, self._marking))
@@ -240,6 +244,25 @@ class HaStage:
                 self._store_down(exc)
         self._unsynced += ids
         self._bound_unsynced()
+
+    def _note(self, ids: Sequence[str], forwarded: bool) -> None:
+        """Remember ids this node numbered, or forwarded, for `_folded`; one append a batch."""
+        now = self.clock()
+        unfolded = self._unfolded
+        unfolded.append((now, ids, forwarded))
+        while unfolded[0][0] <= now - self.window:  # would have expired in `_recent` anyway
+            unfolded.popleft()
+
+    def _folded(self) -> MemoryStore:
+        """`_recent` with every noted batch in it: the node's counters and what it forwarded."""
+        recent, unfolded = self._recent, self._unfolded
+        while unfolded:
+            at, ids, forwarded = unfolded.popleft()
+            if forwarded:
+                recent.claim_ids(ids, self.window, at)
+            else:
+                recent.count_ids(self.node, ids, self.window, at)
+        return recent
 
     async def recover_spool(self) -> int:
         """Put what the spool kept from a previous run on the rescue stream."""
@@ -288,7 +311,7 @@ class HaStage:
         except StoreError as exc:
             self._store_down(exc)
             return False
-        self._recent.count_ids(self.node, ids, self.window, self.clock())
+        self._note(ids, forwarded=False)
         pending = self.pending
         for event, fp, event_id in zip(events, fps, ids, strict=True):
             pending[event_id] = _Entry(event, fp, event.received_at)
@@ -336,7 +359,8 @@ class HaStage:
         if self._resync_all or await self.store.fresh():
             now = self.clock()
             self._resync_all, self._unsynced, self._uncounted = True, [], []
-            counted, ids = self._recent.counted_ids(self.node, now), self._recent.live_ids(now)
+            recent = self._folded()
+            counted, ids = recent.counted_ids(self.node, now), recent.live_ids(now)
         else:
             counted, self._uncounted = self._uncounted, []
             ids, self._unsynced = self._unsynced, []
@@ -475,7 +499,7 @@ class HaStage:
         # A store that lost its data (a restart without persistence) grants
         # claims again; what this node forwarded itself within the window is
         # known here, and is never forwarded twice.
-        new = self._recent.claim_ids(ids, self.window, now)
+        new = self._folded().claim_ids(ids, self.window, now)
         chosen = [
             d for d, w, f, n in zip(decoded, won, done, new, strict=True) if n and (w or (d[3] and not f))
         ]
@@ -491,7 +515,7 @@ class HaStage:
             done = await self.store.forwarded(chunk)
             todo = [i for i, d in zip(chunk, done, strict=True) if not d]
             # Not what this node forwarded itself meanwhile (from the rescue stream).
-            fresh = self._recent.claim_ids(todo, self.window, self.clock())
+            fresh = self._folded().claim_ids(todo, self.window, self.clock())
             todo = [i for i, f in zip(todo, fresh, strict=True) if f]
             entries = [self.pending.pop(i) for i in chunk]
             if not self.pending:
