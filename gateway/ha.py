@@ -316,12 +316,12 @@ class HaStage:
         for event, fp, event_id in zip(events, fps, ids, strict=True):
             pending[event_id] = _Entry(event, fp, event.received_at)
         self._unchecked += ids
-        return True
         overflow = len(pending) - self.max_pending
         if overflow > 0:
             self.counters.dropped["pending_overflow"] += overflow
             for key in list(islice(pending, overflow)):
                 del pending[key]
+        return True
 
     # -- store outages ------------------------------------------------------
 

@@ -284,3 +284,17 @@ def test_master_restarted_after_a_crash_mid_batch_forwards_that_batch_from_its_s
         return sink
 
     assert sorted(asyncio.run(main()).msgs()) == ["after-restart", "in-flight"]
+
+
+def test_standby_pending_buffer_is_bounded_and_counts_what_it_sheds(redis: RedisServer) -> None:
+    async def main() -> HaStage:
+        standby = stage(redis, "b", Role.STANDBY, ListSink())
+        standby.max_pending = 3
+        await standby.handle([ev(f"e{i}") for i in range(5)])
+        assert await standby.number_held()
+        await standby.store.close()
+        return standby
+
+    standby = asyncio.run(main())
+    assert sorted(e.event.fields["msg"] for e in standby.pending.values()) == ["e2", "e3", "e4"]
+    assert standby.counters.dropped["pending_overflow"] == 2
