@@ -399,24 +399,27 @@ class HaStage:
 
     # -- the standby's background work ---------------------------------------
 
-    async def reconcile_once(self) -> None:
-        """Drop what the master forwarded; rescue what it did not in time."""
+    async def reconcile_once(self, most: int = 8192) -> bool:
+        """Drop what the master forwarded; rescue what it did not in time.
+
+        Asks about `most` entries at a time; True when more may be due already.
+        """
         if self.unnumbered and not await self.number_held():
-            return
+            return False
         if self.lease.forwarding(self.clock()):
             # Held while the lease had lapsed: forward what nobody did.
             if self.pending:
                 await self.flush_pending()
-            return
+            return False
         now = self.clock()
         try:
             await self._learn_progress(now)
         except StoreError as exc:
             self._store_down(exc)
-            return
-        due = self._due(now)
+            return False
+        due = self._due(now, most)
         if not due:
-            return
+            return False
         try:
             done = await self.store.forwarded(due)
         except StoreError as exc:
@@ -427,7 +430,7 @@ class HaStage:
                 entry = self.pending.get(event_id)
                 if entry is not None:
                     entry.due = 0.0
-            return
+            return False
         rescue = []
         pending = self.pending
         for event_id, forwarded in zip(due, done, strict=True):
@@ -452,6 +455,8 @@ class HaStage:
                 self.counters.dropped["rescued"] += len(rescue)
             except StoreError as exc:
                 self._store_down(exc)
+                return False
+        return len(due) == most
 
     async def _learn_progress(self, now: float) -> None:
         """Move `_progress` to the receive time of the master's last forwarded event, if held here."""
@@ -544,7 +549,8 @@ class HaStage:
         while True:
             await asyncio.sleep(0.1)
             try:
-                await self.reconcile_once()
+                while await self.reconcile_once():
+                    pass
             except Exception:  # the loop must outlive a bug in one round
                 log.exception("reconcile round failed")
 
