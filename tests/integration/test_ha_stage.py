@@ -298,3 +298,24 @@ def test_standby_pending_buffer_is_bounded_and_counts_what_it_sheds(redis: Redis
     standby = asyncio.run(main())
     assert sorted(e.event.fields["msg"] for e in standby.pending.values()) == ["e2", "e3", "e4"]
     assert standby.counters.dropped["pending_overflow"] == 2
+
+
+def test_events_held_for_numbering_at_promotion_are_forwarded_once(redis: RedisServer) -> None:
+    async def main() -> ListSink:
+        sink = ListSink()
+        master = stage(redis, "a", Role.MASTER, ListSink())
+        standby = stage(redis, "b", Role.STANDBY, sink)
+        await master.handle([ev("forwarded-by-a")])
+        await master.marked()
+        await standby.handle([ev("numbered")])
+        assert await standby.number_held()
+        await standby.handle([ev("forwarded-by-a"), ev("held")])  # not numbered yet
+        standby.lease = Lease(Role.MASTER, epoch=2)  # promoted, as `Roles.set_role` does
+        await standby.flush_pending()
+        await standby.reconcile_once()  # the held ones are claimed and forwarded as master now
+        await standby.reconcile_once()
+        for s in (master, standby):
+            await s.store.close()
+        return sink
+
+    assert sorted(asyncio.run(main()).msgs()) == ["held", "numbered"]
