@@ -5,8 +5,10 @@ Starts its own redis-server on a free loopback port (persistence off) unless
 Memory: ``used_memory`` before and after claiming `--fingerprints` distinct
 fingerprints, per fingerprint, for one node, then with forwarded markers,
 then with the second node of an HA pair claiming the same fingerprints (its
-own counters), and in suppress mode. Throughput: events per second claimed in batches of `--batch`,
-one batch in flight and several, for fresh fingerprints and for repeats.
+own counters), in suppress mode, and as a running pair writes (the master's
+claims marked by its watermark, the standby's counters). Throughput: events
+per second claimed in batches of `--batch`, one batch in flight and several,
+for fresh fingerprints and for repeats.
 Prints one JSON object.
 """
 
@@ -67,10 +69,17 @@ def _used(server: Server) -> int:
     return int(server.info("memory")["used_memory"])
 
 
-async def _claim_all(store: RedisStore, node: str, fps: list[str], mode: Mode, batch: int) -> list[str]:
+async def _claim_all(
+    store: RedisStore, node: str, fps: list[str], mode: Mode, batch: int, writer: str | None = None
+) -> list[str]:
+    """Claim `fps` in batches; with `writer`, as an HA master does (batch seqs, one watermark a batch)."""
     ids: list[str] = []
-    for chunk in _chunks(fps, batch):
-        ids += (await store.claim(node, chunk, mode, WINDOW, time.time()))[0]
+    for seq, chunk in enumerate(_chunks(fps, batch), 1):
+        marks = None if writer is None else (writer, seq)
+        won = (await store.claim(node, chunk, mode, WINDOW, time.time(), marks))[0]
+        if writer is not None:
+            await store.forwarded_through(writer, seq, won[-1])
+        ids += won
     return ids
 
 
@@ -98,6 +107,15 @@ async def memory(store: RedisStore, server: Server, n: int, batch: int) -> dict[
     base_s = _used(server)
     await _claim_all(store, "node-a", fps, Mode.SUPPRESS, batch)
     suppress = _used(server)
+    with server.client() as c:
+        c.flushall()
+    await store.claim("warm", ["ffffffffffffffff"], Mode.EXACT, WINDOW, time.time())
+    await store.number("warm", ["ffffffffffffffff"], Mode.EXACT, WINDOW)
+    base_ha = _used(server)
+    await _claim_all(store, "node-a", fps, Mode.EXACT, batch, writer="node-a.18f0c2a4b5d6e")
+    for chunk in _chunks(fps, batch):
+        await store.number("node-b", chunk, Mode.EXACT, WINDOW)
+    ha_run = _used(server)
 
     def per(delta: int) -> float:
         return round(delta / n, 1)
@@ -109,6 +127,9 @@ async def memory(store: RedisStore, server: Server, n: int, batch: int) -> dict[
         "bytes_per_fp_exact_one_node_forwarded": per(marked - base),
         "bytes_per_fp_exact_ha_pair_forwarded": per(pair - base),
         "bytes_per_fp_suppress_one_node": per(suppress - base_s),
+        # What a running pair writes: the master's claims carry its batch seq
+        # (marked by watermark), the standby numbers its copies.
+        "bytes_per_fp_ha_pair_as_run": per(ha_run - base_ha),
     }
 
 
