@@ -70,7 +70,7 @@ def _used(server: Server) -> int:
 
 
 async def _claim_all(
-    store: RedisStore, node: str, fps: list[str], mode: Mode, batch: int, writer: str | None = None
+    store: RedisStore, node: str, fps: list[str], mode: Mode, batch: int, writer: int | None = None
 ) -> list[str]:
     """Claim `fps` in batches; with `writer`, as an HA master does (batch seqs, one watermark a batch)."""
     ids: list[str] = []
@@ -112,7 +112,7 @@ async def memory(store: RedisStore, server: Server, n: int, batch: int) -> dict[
     await store.claim("warm", ["ffffffffffffffff"], Mode.EXACT, WINDOW, time.time())
     await store.number("warm", ["ffffffffffffffff"], Mode.EXACT, WINDOW)
     base_ha = _used(server)
-    await _claim_all(store, "node-a", fps, Mode.EXACT, batch, writer="node-a.18f0c2a4b5d6e")
+    await _claim_all(store, "node-a", fps, Mode.EXACT, batch, writer=12345)
     for chunk in _chunks(fps, batch):
         await store.number("node-b", chunk, Mode.EXACT, WINDOW)
     ha_run = _used(server)

@@ -5,8 +5,9 @@ about one fingerprint in one cluster slot):
 
 * ``P{f}:node`` - node's occurrence counter, expires when its window closes;
 * ``P{f}k``     - the claim of id ``f-k``: ``1`` claimed, ``2`` claimed and
-  forwarded, ``writer:seq`` claimed by a writer's (a master process's) batch
-  seq, forwarded once the writer's watermark in ``Pforwarded`` reaches seq;
+  forwarded, ``seq * 2^20 + writer`` claimed by a writer's (a master
+  process's) batch seq, forwarded once the writer's watermark in
+  ``Pforwarded`` reaches seq;
 * ``P{f}kf``    - the forwarded marker of an id whose claim is gone.
 
 Beside them: ``Pepoch`` (the pair's epoch), ``Prescue`` (the rescue stream),
@@ -22,8 +23,9 @@ one by one.
 Marking a live claim forwarded rewrites its value and keeps its expiry, so the
 marker costs no key of its own and ends with the window, as the claim does.
 After the tag, a ``:`` starts a counter and digits a claim or a marker, so the
-three never collide whatever the node names are. Values are small integers,
-which Redis stores in the key's entry without an allocation of their own.
+three never collide whatever the node names are. Values are integers: 1 and
+2 are Redis's shared objects, and a larger integer costs 16 bytes where a
+string such as ``writer:seq`` would cost 48.
 
 Fingerprints and ids travel as one newline-separated argument rather than
 one argument each: packing a thousand arguments costs the client more than the
@@ -152,15 +154,15 @@ end
 return n
 """)
 
-# ARGV: prefix, watermarks (writer and seq on alternate lines), ids
+# ARGV: prefix, watermarks (writer and seq, decimal, on alternate lines), ids
 # (newline-separated). Returns 1/0 per id: is it marked forwarded (on its
 # claim, by its writer's watermark, or by a marker key).
 FORWARDED = _script("""#!lua flags=no-writes,allow-cross-slot-keys
 local prefix = ARGV[1]
 local call = redis.call
 local through = {}
-for node, seq in string.gmatch(ARGV[2], '([^\\n]*)\\n([^\\n]*)\\n') do
-  through[node] = tonumber(seq)
+for writer, seq in string.gmatch(ARGV[2], '([^\\n]*)\\n([^\\n]*)\\n') do
+  through[tonumber(writer)] = tonumber(seq)
 end
 local out, n = {}, 0
 for id in string.gmatch(ARGV[3] .. '\\n', '([^\\n]*)\\n') do
@@ -174,9 +176,10 @@ for id in string.gmatch(ARGV[3] .. '\\n', '([^\\n]*)\\n') do
   if value == '2' then
     out[n] = 1
   elseif value and value ~= '1' then
-    local node, seq = string.match(value, '^(.*):(%d+)$')
-    local w = node and through[node]
-    out[n] = (w and tonumber(seq) <= w) and 1 or 0
+    local v = tonumber(value)
+    local writer = v % 1048576
+    local w = through[writer]
+    out[n] = (w and (v - writer) / 1048576 <= w) and 1 or 0
   else
     out[n] = call('EXISTS', claim .. 'f')
   end

@@ -117,6 +117,15 @@ def _window_ms(window: float) -> int:
     return max(1, round(window * 1000))
 
 
+_WRITERS = 1 << 20  # writer numbers of watermarked claims (see `RedisStore.claim`)
+
+
+def _claim_value(writer: int, seq: int) -> bytes:
+    if not 0 < writer < _WRITERS or not 0 < seq < 1 << 33:
+        raise ValueError("writer or seq out of range")
+    return str(seq * _WRITERS + writer).encode()
+
+
 def _fp_of_id(event_id: str) -> str:
     return event_id.rpartition("-")[0]
 
@@ -167,7 +176,7 @@ class RedisStore:
 
     async def claim(
         self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float,
-        batch: tuple[str, int] | None = None,
+        batch: tuple[int, int] | None = None,
     ) -> tuple[list[str], list[bool]]:
         """Number and claim a batch with one script call (one per cluster node).
 
@@ -175,11 +184,13 @@ class RedisStore:
         and claims expire by the server's clock (see the module docstring).
         Fingerprints must not contain ``{``, ``}`` or a newline. With
         `batch`, a (writer, seq) pair, the ids won count as forwarded once
-        `forwarded_through` raised writer's watermark to seq. A writer's seqs
-        grow from batch to batch; a process that restarts is a new writer, so
-        a batch it lost in a crash is never covered by a later watermark.
+        `forwarded_through` raised writer's watermark to seq. A writer is a
+        number from `reserve_writer`, below 2**20; its seqs start at 1 and
+        grow from batch to batch, below 2**33. A process that restarts is a new
+        writer, so a batch it lost in a crash is never covered by a later
+        watermark.
         """
-        value = b"1" if batch is None else f"{batch[0]}:{batch[1]}".encode()
+        value = b"1" if batch is None else _claim_value(*batch)
         return await self._claim(node, fingerprints, b"e" if mode is Mode.EXACT else b"s", window, value)
 
     async def number(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float) -> list[str]:
@@ -266,7 +277,19 @@ class RedisStore:
             head = [self._prefix, _window_ms(window)]
             await self._guard(self._per_node(MARK_FORWARDED, head, ids, _fp_of_id))
 
-    async def forwarded_through(self, writer: str, seq: int, last_id: str) -> None:
+    async def reserve_writer(self, writer: int) -> bool:
+        """Take `writer` (1 to 2**20 - 1) for this process; False when another has it."""
+        if not 0 < writer < _WRITERS:
+            raise ValueError(f"writer must be between 1 and {_WRITERS - 1}")
+        key = self._forwarded_key
+        taken = await self._guard(self._client.execute_command("HSETNX", key, f"w:{writer}", 0))
+        self._calls += 1
+        if taken:
+            await self._guard(self._client.execute_command("HSET", key, f"t:{writer}", int(time.time())))
+            self._calls += 1
+        return bool(taken)
+
+    async def forwarded_through(self, writer: int, seq: int, last_id: str) -> None:
         """Mark every id writer claimed with a seq up to `seq` forwarded; `last_id` is its newest.
 
         One write, whatever the batch size (see `claim`); `last_id` is what

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -149,8 +150,9 @@ class HaStage:
         # known to have forwarded, and when that last moved.
         self._progress = 0.0
         self._progress_at = clock()
-        # Who claims this process's batches, and the seq of the last one (see `RedisStore.claim`).
-        self._writer = f"{node}.{time.time_ns() // 1000:x}"
+        # Who claims this process's batches (taken in the store on first use),
+        # and the seq of the last one (see `RedisStore.claim`).
+        self._writer = 0
         self._seq = 0
         # Received as standby, to be numbered by the numbering loop.
         self.unnumbered: list[Event] = []
@@ -190,6 +192,10 @@ class HaStage:
         if not self.degraded:
             seq = self._seq = self._seq + 1
             try:
+                while not self._writer:
+                    writer = random.randrange(1, 1 << 20)
+                    if await self.store.reserve_writer(writer):
+                        self._writer = writer
                 batch = (self._writer, seq)
                 ids, won = await self.store.claim(self.node, fps, self.mode, self.window, now, batch)
                 self._note(ids, forwarded=False)

@@ -288,20 +288,24 @@ def test_claim_ids_claims_given_ids_and_numbers_the_nodes_next_copies_after_them
 
 def test_a_batch_claimed_with_a_seq_is_forwarded_once_its_writers_watermark_reaches_it(use: Use) -> None:
     async def body(store: RedisStore) -> None:
-        ids_1, _ = await store.claim("a", [X], EXACT, 30.0, time.time(), batch=("a.1", 1))
-        ids_2, _ = await store.claim("a", [Y], EXACT, 30.0, time.time(), batch=("a.1", 2))
-        ids_b, _ = await store.claim("b", [fp(0xC3)], EXACT, 30.0, time.time(), batch=("b.7", 5))
-        # a restarted as writer a.2: its watermark never covers what a.1 claimed.
-        ids_r, _ = await store.claim("a", [fp(0xD4)], EXACT, 30.0, time.time(), batch=("a.2", 1))
+        top = (1 << 20) - 1
+        assert [await store.reserve_writer(w) for w in (1, 2, top, 1)] == [True, True, True, False]
+        ids_1, _ = await store.claim("a", [X], EXACT, 30.0, time.time(), batch=(1, 1))
+        ids_2, _ = await store.claim("a", [Y], EXACT, 30.0, time.time(), batch=(1, 2))
+        ids_b, _ = await store.claim("b", [fp(0xC3)], EXACT, 30.0, time.time(), batch=(top, (1 << 33) - 1))
+        # a restarted as writer 2: its watermark never covers what writer 1 claimed.
+        ids_r, _ = await store.claim("a", [fp(0xD4)], EXACT, 30.0, time.time(), batch=(2, 1))
         everything = ids_1 + ids_2 + ids_b + ids_r
         assert await store.forwarded(everything) == [False, False, False, False]
         assert await store.progress() is None
-        await store.forwarded_through("a.1", 1, ids_1[-1])
+        await store.forwarded_through(1, 1, ids_1[-1])
         assert await store.forwarded(everything) == [True, False, False, False]
         assert await store.progress() == ids_1[-1]
-        await store.forwarded_through("a.2", 1, ids_r[-1])
+        await store.forwarded_through(2, 1, ids_r[-1])
         assert await store.forwarded(everything) == [True, False, False, True]
-        await store.forwarded_through("b.7", 5, ids_b[-1])
+        await store.forwarded_through(top, (1 << 33) - 2, ids_b[-1])
+        assert await store.forwarded(everything) == [True, False, False, True]  # one seq short
+        await store.forwarded_through(top, (1 << 33) - 1, ids_b[-1])
         await store.mark_forwarded(ids_2)  # the id by id way marks a seq claim too
         assert await store.forwarded(everything) == [True, True, True, True]
         assert await store.progress() == ids_b[-1]
@@ -309,6 +313,8 @@ def test_a_batch_claimed_with_a_seq_is_forwarded_once_its_writers_watermark_reac
         assert await store.prune_writers(3600) == 0
         assert await store.prune_writers(-1) == 3
         assert await store.forwarded(everything) == [False, True, False, False]
+        with pytest.raises(ValueError):
+            await store.claim("a", [X], EXACT, 30.0, time.time(), batch=(1 << 20, 1))
 
     use(body)
 
