@@ -137,13 +137,8 @@ class MemoryStore:
         windows.expire(now)
         return [event_id(fp, k) for fp, k in windows.values.items()]
 
-    def claim_ids(self, ids: Sequence[str], window: float, now: float, node: str | None = None) -> list[bool]:
-        """Claim given event ids for `window` seconds; True where won.
-
-        With `node`, that node's counters are moved up too (see `count_ids`).
-        """
-        if node is not None:
-            self.count_ids(node, ids, window, now)
+    def claim_ids(self, ids: Sequence[str], window: float, now: float) -> list[bool]:
+        """Claim given event ids for `window` seconds; True where won (no counter moves)."""
         self._claims.expire(now)
         held = self._claims.expires
         until = now + window

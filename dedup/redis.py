@@ -314,11 +314,9 @@ class RedisStore:
         return len(stale)
 
     async def _hgetall(self, key: str) -> dict[bytes, bytes]:
-        reply = await self._guard(self._client.execute_command("HGETALL", key))
+        reply: dict[bytes, bytes] = await self._guard(self._client.execute_command("HGETALL", key))
         self._calls += 1
-        if isinstance(reply, dict):
-            return {bytes(k): bytes(v) for k, v in reply.items()}
-        return {bytes(k): bytes(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
+        return reply
 
     async def progress(self) -> str | None:
         """The id a master last passed to `forwarded_through`, if any."""

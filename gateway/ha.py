@@ -343,7 +343,7 @@ class HaStage:
         if not self.degraded or time.monotonic() < self._retry_at:
             return
         async with self._resync_lock:
-            await self._settled(self._marking)  # what it could not mark is written back below
+            await self.marked()  # what it could not mark is written back below
             if not self.degraded:
                 return
             self._retry_at = time.monotonic() + self.retry_after
@@ -528,11 +528,10 @@ class HaStage:
             # Not what this node forwarded itself meanwhile (from the rescue stream).
             fresh = self._folded().claim_ids(todo, self.window, self.clock())
             todo = [i for i, f in zip(todo, fresh, strict=True) if f]
-            entries = [self.pending.pop(i) for i in chunk]
+            by_id = {i: self.pending.pop(i) for i in chunk}
             if not self.pending:
                 for queue in (self._unchecked, self._waiting, self._rescued):
                     queue.clear()
-            by_id = dict(zip(chunk, entries, strict=True))
             await self.store.claim_ids(todo, self.window, self.clock(), node=self.node)
             await self._forward([by_id[i].event for i in todo], [by_id[i].fp for i in todo], todo)
             flushed += len(todo)
