@@ -70,15 +70,14 @@ def _used(server: Server) -> int:
 
 
 async def _claim_all(
-    store: RedisStore, node: str, fps: list[str], mode: Mode, batch: int, writer: int | None = None
+    store: RedisStore, node: str, fps: list[str], mode: Mode, batch: int, watermarks: bool = False
 ) -> list[str]:
-    """Claim `fps` in batches; with `writer`, as an HA master does (batch seqs, one watermark a batch)."""
+    """Claim `fps` in batches; with `watermarks`, as an HA master does (batch seqs, one watermark a batch)."""
     ids: list[str] = []
     for seq, chunk in enumerate(_chunks(fps, batch), 1):
-        marks = None if writer is None else (writer, seq)
-        won = (await store.claim(node, chunk, mode, WINDOW, time.time(), marks))[0]
-        if writer is not None:
-            await store.forwarded_through(writer, seq, won[-1])
+        won = (await store.claim(node, chunk, mode, WINDOW, time.time(), seq if watermarks else None))[0]
+        if watermarks:
+            await store.forwarded_through(seq, won[-1])
         ids += won
     return ids
 
@@ -112,7 +111,7 @@ async def memory(store: RedisStore, server: Server, n: int, batch: int) -> dict[
     await store.claim("warm", ["ffffffffffffffff"], Mode.EXACT, WINDOW, time.time())
     await store.number("warm", ["ffffffffffffffff"], Mode.EXACT, WINDOW)
     base_ha = _used(server)
-    await _claim_all(store, "node-a", fps, Mode.EXACT, batch, writer=12345)
+    await _claim_all(store, "node-a", fps, Mode.EXACT, batch, watermarks=True)
     for chunk in _chunks(fps, batch):
         await store.number("node-b", chunk, Mode.EXACT, WINDOW)
     ha_run = _used(server)

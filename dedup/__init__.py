@@ -6,12 +6,13 @@ of them to forward.
 
 from dedup._dedup import Decisions, Deduplicator
 from dedup._fingerprint import event_id, fingerprint
-from dedup._store import Mode, Store, StoreError
+from dedup._store import FencedError, Mode, Store, StoreError
 from dedup.memory import MemoryStore
 
 __all__ = [
     "Decisions",
     "Deduplicator",
+    "FencedError",
     "MemoryStore",
     "Mode",
     "Store",

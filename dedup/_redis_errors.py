@@ -2,6 +2,7 @@
 
 Reasons: ``auth`` (bad credentials or an ACL refusal), ``tls`` (handshake or
 certificate refused, either way), ``timeout``,
+``fenced`` (a write from a lower epoch than the server's, a `FencedError`),
 ``readonly`` (a replica was asked to write), ``oom`` (maxmemory reached with
 no key to evict), ``cluster`` (slots moved, down or not covered), ``script``
 (a script or command failed on the server) and ``unavailable`` (the server
@@ -10,11 +11,12 @@ cannot be reached or is not ready).
 
 from __future__ import annotations
 
+import re
 import ssl
 
 from redis import exceptions as rx
 
-from dedup._store import StoreError
+from dedup._store import FencedError, StoreError
 
 _REASONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
     ((rx.AuthenticationError, rx.AuthenticationWrongNumberOfArgsError, rx.AuthorizationError,
@@ -56,7 +58,13 @@ def reason_of(exc: BaseException) -> str:
     return "script"
 
 
+_FENCED = re.compile(r"FENCED (\d+)")
+
+
 def store_error(exc: BaseException) -> StoreError:
     """A `StoreError` carrying `exc`'s message and reason (chain it with ``from``)."""
+    fenced = _FENCED.search(str(exc))
+    if fenced:
+        return FencedError(f"redis store: fenced: the store is at epoch {fenced[1]}", int(fenced[1]))
     reason = reason_of(exc)
     return StoreError(f"redis store: {reason}: {exc}", reason)

@@ -3,29 +3,36 @@
 Keys, with prefix ``P`` and fingerprint ``f`` (the hash tag puts everything
 about one fingerprint in one cluster slot):
 
-* ``P{f}:node`` - node's occurrence counter, expires when its window closes;
-* ``P{f}k``     - the claim of id ``f-k``: ``1`` claimed, ``2`` claimed and
-  forwarded, ``seq * 2^20 + writer`` claimed by a writer's (a master
-  process's) batch seq, forwarded once the writer's watermark in
-  ``Pforwarded`` reaches seq;
-* ``P{f}kf``    - the forwarded marker of an id whose claim is gone.
+* ``P{f}w``  - the window of ``f``: a hash of per-node occurrence counters,
+  opened (with a TTL of one window) by whichever node numbers the first copy,
+  so both nodes number inside the same window and it closes for both at once;
+* ``P{f}k``  - the claim of id ``f-k``: ``0`` forwarded; ``e`` (below 2^20)
+  claimed one by one by a master of epoch ``e``; ``seq * 2^20 + e`` claimed
+  by the batch ``seq`` of the master of epoch ``e``, forwarded once that
+  epoch's watermark in ``Pforwarded`` reaches seq;
+* ``P{f}kf`` - the forwarded marker of an id whose claim is gone.
 
-Beside them: ``Pepoch`` (the pair's epoch), ``Prescue`` (the rescue stream),
-``Pforwarded`` (a hash: ``w:writer`` the seq up to which writer's batches are
-all forwarded, ``t:writer`` when it last moved, ``last`` the id the master
-forwarded last) and ``Pkept`` (present
-while the data set is the one the nodes wrote to).
+Beside them: ``P{pair}epoch`` (the highest epoch any writer has shown this
+server: the fencing token), ``P{pair}master`` (the node that took that epoch;
+one hash tag keeps the two in one slot), ``Prescue``
+(the rescue stream), ``Pforwarded`` (a hash: ``w:e`` the seq up to which the
+batches of epoch ``e`` are all forwarded, ``t:e`` when it last moved, ``last``
+the id the master forwarded last) and ``Pkept`` (present while the data set
+is the one the nodes wrote to).
 
-A master marks its own batches forwarded by raising its watermark, one write
-a batch; ids claimed any other way (rescued, flushed, written back) are marked
-one by one.
+Fencing: every script that writes takes the writer's epoch. A lower epoch
+than ``P{pair}epoch`` is refused with ``FENCED <epoch>`` and nothing is written; a
+higher one raises ``P{pair}epoch``, so a stale master is refused from the first
+write of its successor on. Epoch ``-1`` skips the check (a shared Redis
+Cluster, whose one epoch key cannot be read from every node's scripts).
 
-Marking a live claim forwarded rewrites its value and keeps its expiry, so the
-marker costs no key of its own and ends with the window, as the claim does.
-After the tag, a ``:`` starts a counter and digits a claim or a marker, so the
-three never collide whatever the node names are. Values are integers: 1 and
-2 are Redis's shared objects, and a larger integer costs 16 bytes where a
-string such as ``writer:seq`` would cost 48.
+Each master term has its own epoch, so the epoch names the process that
+claimed a batch: a claim of a lower epoch than the taker's, not forwarded, was
+left by a master that is gone or fenced, and a rescue takes it over.
+
+After the tag, ``w`` is the window and digits a claim or a marker, so they
+never collide. Values are integers: 0 and small epochs are Redis's shared
+objects, and a larger integer costs 16 bytes where a string would cost 48.
 
 Fingerprints and ids travel as one newline-separated argument rather than
 one argument each: packing a thousand arguments costs the client more than the
@@ -50,37 +57,86 @@ class Script(NamedTuple):
     sha: str
 
 
-def _script(source: str) -> Script:
-    data = source.encode()
+# Refuses a lower epoch than the server's (returns the server's), raises the
+# server's to a higher one; -1 checks nothing.
+_FENCE = """
+local function fenced(prefix, mine)
+  mine = tonumber(mine)
+  if mine < 0 then return nil end
+  local key = prefix .. '{pair}epoch'
+  local stored = tonumber(redis.call('GET', key) or '0')
+  if mine < stored then return redis.error_reply('FENCED ' .. stored) end
+  if mine > stored then redis.call('SET', key, mine) end
+  return nil
+end
+"""
+
+# `state(claim, marks)`: 0 forwarded, else the claim's epoch (nil: no claim).
+# `marks` maps epoch -> watermark seq.
+_STATE = """
+local function state(claim, marks)
+  local value = redis.call('GET', claim)
+  if not value then
+    if redis.call('EXISTS', claim .. 'f') == 1 then return 0 end
+    return nil
+  end
+  local v = tonumber(value)
+  if v < 1048576 then return v end
+  local epoch = v % 1048576
+  local w = marks[epoch]
+  if w and (v - epoch) / 1048576 <= w then return 0 end
+  return epoch
+end
+local function watermarks(text)
+  local marks = {}
+  for epoch, seq in string.gmatch(text, '([^\\n]*)\\n([^\\n]*)\\n') do
+    marks[tonumber(epoch)] = tonumber(seq)
+  end
+  return marks
+end
+"""
+
+_SPLIT_ID = """
+local function split_id(id)
+  local fp, k = string.match(id, '^(.+)-(%d+)$')
+  if not fp then error('malformed event id: ' .. id) end
+  return fp, k
+end
+"""
+
+
+def _script(source: str, *parts: str, writes: bool = True) -> Script:
+    flags = "allow-cross-slot-keys" if writes else "no-writes,allow-cross-slot-keys"
+    data = (f"#!lua flags={flags}\n" + "".join(parts) + source).encode()
     return Script(data, hashlib.sha1(data).hexdigest())
 
 
 # ARGV: prefix, mode ("e" exact / "s" suppress / "n" exact, counting the copies
-# but claiming nothing, every k positive), window ms, node, want-evicted
-# ("1"/"0"), the claims' value, fingerprints (newline-separated). Returns one signed occurrence
+# but claiming nothing), window ms, node, want-evicted ("1"/"0"), the claims'
+# value, epoch, fingerprints (newline-separated). Returns one signed occurrence
 # per fingerprint (positive: won, negative: held by someone), then DBSIZE, then
 # evicted_keys (-1 when not asked for).
-CLAIM = _script("""#!lua flags=allow-cross-slot-keys
+CLAIM = _script("""
 local prefix, exact, window, node = ARGV[1], ARGV[2] ~= 's', ARGV[3], ARGV[4]
 local claim, value = ARGV[2] ~= 'n', ARGV[6]
+local refused = fenced(prefix, ARGV[7])
+if refused then return refused end
 local call = redis.call
 local out, n = {}, 0
-for fp in string.gmatch(ARGV[7] .. '\\n', '([^\\n]*)\\n') do
+for fp in string.gmatch(ARGV[8] .. '\\n', '([^\\n]*)\\n') do
   local base = prefix .. '{' .. fp .. '}'
   local k, ttl = 1, window
   if exact then
-    -- The first copy opens the window with one write; later ones count up
-    -- and take the window's remaining time.
-    local counter = base .. ':' .. node
-    if not call('SET', counter, '1', 'NX', 'PX', window) then
-      k = call('INCR', counter)
-      ttl = call('PTTL', counter)
-      if ttl < 0 then
-        call('PEXPIRE', counter, window)
-        ttl = window
-      elseif ttl == 0 then
-        ttl = 1
-      end
+    -- The first copy on either node opens the window; every copy counts in it
+    -- and takes the window's remaining time.
+    local win = base .. 'w'
+    k = call('HINCRBY', win, node, 1)
+    ttl = call('PTTL', win)
+    if ttl < 0 then
+      call('PEXPIRE', win, window)
+      ttl = window
+    elseif ttl == 0 then
+      ttl = 1
     end
   end
   n = n + 1
@@ -96,93 +152,153 @@ if ARGV[5] == '1' then
   out[n + 2] = tonumber(string.match(call('INFO', 'stats'), 'evicted_keys:(%d+)'))
 end
 return out
-""")
+""", _FENCE)
 
 # ARGV: prefix, window ms, how ("c" claim, "b" bump and claim, "n" bump
-# only), node, ids (newline-separated). Claims the given ids for one window
-# each; a bump raises node's counter of each fingerprint to the id's
-# occurrence (opening a window when none is open), so that node numbers its
-# next copies after them. Returns 1/0 per id: won (0 when nothing is claimed).
-CLAIM_IDS = _script("""#!lua flags=allow-cross-slot-keys
-local prefix, window, node = ARGV[1], ARGV[2], ARGV[4]
+# only), node, epoch, fence epoch, ids (newline-separated). Claims the given ids (value:
+# the epoch) for one window each; a bump raises node's counter of each
+# fingerprint to the id's occurrence (opening the window when none is open),
+# so that node numbers its next copies after them. Returns 1/0 per id: won
+# (0 when nothing is claimed).
+CLAIM_IDS = _script("""
+local prefix, window, node, epoch = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
 local bump, claim = ARGV[3] ~= 'c', ARGV[3] ~= 'n'
+local refused = fenced(prefix, ARGV[6])
+if refused then return refused end
 local call = redis.call
 local out, n = {}, 0
-for id in string.gmatch(ARGV[5] .. '\\n', '([^\\n]*)\\n') do
-  local fp, k = string.match(id, '^(.+)-(%d+)$')
-  if not fp then
-    return redis.error_reply('ERR malformed event id: ' .. id)
-  end
+for id in string.gmatch(ARGV[7] .. '\\n', '([^\\n]*)\\n') do
+  local fp, k = split_id(id)
   local base = prefix .. '{' .. fp .. '}'
   if bump then
-    local counter = base .. ':' .. node
-    local count = tonumber(call('GET', counter))
-    if not count then
-      call('SET', counter, k, 'PX', window)
-    elseif tonumber(k) > count then
-      call('SET', counter, k, 'KEEPTTL')
+    local win = base .. 'w'
+    local count = tonumber(call('HGET', win, node))
+    if not count or tonumber(k) > count then
+      call('HSET', win, node, k)
+      if call('PTTL', win) < 0 then call('PEXPIRE', win, window) end
     end
   end
   n = n + 1
-  if claim and call('SET', base .. k, '1', 'NX', 'PX', window) then
+  if claim and call('SET', base .. k, epoch, 'NX', 'PX', window) then
     out[n] = 1
   else
     out[n] = 0
   end
 end
 return out
-""")
+""", _FENCE, _SPLIT_ID)
 
-# ARGV: prefix, fallback ttl ms, ids (newline-separated). Marks each id's
-# live claim forwarded; an id whose claim is gone gets a marker key that lives
-# for the fallback ttl. Returns how many ids it marked.
-MARK_FORWARDED = _script("""#!lua flags=allow-cross-slot-keys
+# ARGV: prefix, window ms, epoch, fence epoch, watermarks (epoch and seq,
+# decimal, on alternate lines), ids (newline-separated). A master of `epoch` takes ids
+# handed to it (rescued, or from a spool): an id nobody claimed is claimed;
+# one claimed by a lower epoch and not forwarded is taken over (its master is
+# gone or fenced). Returns per id: 1 taken, 0 forwarded already, 2 claimed at
+# this epoch and not forwarded yet (in this master's own hands).
+TAKE_IDS = _script("""
+local prefix, window, epoch = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local refused = fenced(prefix, ARGV[4])
+if refused then return refused end
+local marks = watermarks(ARGV[5])
+local call = redis.call
+local out, n = {}, 0
+for id in string.gmatch(ARGV[6] .. '\\n', '([^\\n]*)\\n') do
+  local fp, k = split_id(id)
+  local claim = prefix .. '{' .. fp .. '}' .. k
+  local held = state(claim, marks)
+  n = n + 1
+  if held == 0 then
+    out[n] = 0
+  elseif held == nil then
+    call('SET', claim, epoch, 'PX', window)
+    out[n] = 1
+  elseif held < epoch then
+    call('SET', claim, epoch, 'KEEPTTL')
+    out[n] = 1
+  else
+    out[n] = 2
+  end
+end
+return out
+""", _FENCE, _STATE, _SPLIT_ID)
+
+# ARGV: prefix, fallback ttl ms, epoch, ids (newline-separated). Marks each
+# id's live claim forwarded; an id whose claim is gone gets a marker key that
+# lives for the fallback ttl. Returns how many ids it marked.
+MARK_FORWARDED = _script("""
 local prefix, fallback = ARGV[1], ARGV[2]
+local refused = fenced(prefix, ARGV[3])
+if refused then return refused end
 local call = redis.call
 local n = 0
-for id in string.gmatch(ARGV[3] .. '\\n', '([^\\n]*)\\n') do
-  local fp, k = string.match(id, '^(.+)-(%d+)$')
-  if not fp then
-    return redis.error_reply('ERR malformed event id: ' .. id)
-  end
+for id in string.gmatch(ARGV[4] .. '\\n', '([^\\n]*)\\n') do
+  local fp, k = split_id(id)
   local claim = prefix .. '{' .. fp .. '}' .. k
-  if not call('SET', claim, '2', 'XX', 'KEEPTTL') then
-    call('SET', claim .. 'f', '2', 'PX', fallback)
+  if not call('SET', claim, '0', 'XX', 'KEEPTTL') then
+    call('SET', claim .. 'f', '0', 'PX', fallback)
   end
   n = n + 1
 end
 return n
-""")
+""", _FENCE, _SPLIT_ID)
 
-# ARGV: prefix, watermarks (writer and seq, decimal, on alternate lines), ids
-# (newline-separated). Returns 1/0 per id: is it marked forwarded (on its
-# claim, by its writer's watermark, or by a marker key).
-FORWARDED = _script("""#!lua flags=no-writes,allow-cross-slot-keys
-local prefix = ARGV[1]
-local call = redis.call
-local through = {}
-for writer, seq in string.gmatch(ARGV[2], '([^\\n]*)\\n([^\\n]*)\\n') do
-  through[tonumber(writer)] = tonumber(seq)
+# ARGV: prefix, epoch, fence epoch, seq, now (unix s), last id. Raises the
+# epoch's watermark to seq (never lowers it) and publishes the last id forwarded.
+MARK_THROUGH = _script("""
+local prefix, epoch, seq = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local refused = fenced(prefix, ARGV[3])
+if refused then return refused end
+local key = prefix .. 'forwarded'
+local current = tonumber(redis.call('HGET', key, 'w:' .. epoch) or '0')
+if seq > current then
+  redis.call('HSET', key, 'w:' .. epoch, seq, 't:' .. epoch, ARGV[5], 'last', ARGV[6])
 end
+return current
+""", _FENCE)
+
+# ARGV: prefix, watermarks (epoch and seq, decimal, on alternate lines), ids
+# (newline-separated). Returns 1/0 per id: is it marked forwarded (on its
+# claim, by its epoch's watermark, or by a marker key).
+FORWARDED = _script("""
+local prefix = ARGV[1]
+local marks = watermarks(ARGV[2])
 local out, n = {}, 0
 for id in string.gmatch(ARGV[3] .. '\\n', '([^\\n]*)\\n') do
-  local fp, k = string.match(id, '^(.+)-(%d+)$')
-  if not fp then
-    return redis.error_reply('ERR malformed event id: ' .. id)
-  end
-  local claim = prefix .. '{' .. fp .. '}' .. k
-  local value = call('GET', claim)
+  local fp, k = split_id(id)
   n = n + 1
-  if value == '2' then
-    out[n] = 1
-  elseif value and value ~= '1' then
-    local v = tonumber(value)
-    local writer = v % 1048576
-    local w = through[writer]
-    out[n] = (w and (v - writer) / 1048576 <= w) and 1 or 0
-  else
-    out[n] = call('EXISTS', claim .. 'f')
-  end
+  out[n] = state(prefix .. '{' .. fp .. '}' .. k, marks) == 0 and 1 or 0
 end
 return out
+""", _STATE, _SPLIT_ID, writes=False)
+
+# ARGV: prefix, epoch, most entries, payloads... Appends to the rescue stream
+# while it holds fewer than `most` entries (entries leave it only when a master
+# acknowledges them, never by trimming). Returns how many it added.
+RESCUE_ADD = _script("""
+local prefix = ARGV[1]
+local refused = fenced(prefix, ARGV[2])
+if refused then return refused end
+local key = prefix .. 'rescue'
+local room = tonumber(ARGV[3]) - redis.call('XLEN', key)
+local added = 0
+for i = 4, #ARGV do
+  if added >= room then break end
+  redis.call('XADD', key, '*', 'e', ARGV[i])
+  added = added + 1
+end
+return added
+""", _FENCE)
+
+# ARGV: prefix, epoch, node. Raises the server's epoch to `epoch` (never
+# lowers it) and, when it rose, records `node` as the master that took it.
+# Returns the server's epoch afterwards.
+RAISE_EPOCH = _script("""
+local prefix, epoch = ARGV[1], tonumber(ARGV[2])
+local key = prefix .. '{pair}epoch'
+local stored = tonumber(redis.call('GET', key) or '0')
+if epoch > stored then
+  redis.call('SET', key, epoch)
+  redis.call('SET', prefix .. '{pair}master', ARGV[3])
+  return epoch
+end
+return stored
 """)

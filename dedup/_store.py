@@ -22,6 +22,17 @@ class StoreError(Exception):
         self.reason = reason
 
 
+class FencedError(StoreError):
+    """The store refused a write: a higher epoch than the writer's has been seen there.
+
+    `epoch` is the store's; a node that gets this steps down at once.
+    """
+
+    def __init__(self, message: str, epoch: int) -> None:
+        super().__init__(message, "fenced")
+        self.epoch = epoch
+
+
 class Store(Protocol):
     """Numbers the copies of each fingerprint and remembers who claimed them.
 

@@ -19,6 +19,12 @@ calls again. Fingerprints travel as one newline-joined argument, which is
 cheaper to pack than a thousand. redis-py's retries are off because a claim
 is not idempotent: a repeat after a lost reply would count copies twice. Every
 redis-py error becomes a `StoreError` here and nowhere else.
+
+Fencing: every write carries `RedisStore.epoch`, the epoch of the node that
+writes; the scripts refuse a lower one than the server has seen
+(`FencedError`). A master's marks can wait for the replica (WAIT on the
+same connection, in one round trip with the mark), so that a promoted
+replica holds them.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -37,7 +43,17 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from dedup._redis_errors import store_error
-from dedup._redis_lua import CLAIM, CLAIM_IDS, FORWARDED, MARK_FORWARDED, Script
+from dedup._redis_lua import (
+    CLAIM,
+    CLAIM_IDS,
+    FORWARDED,
+    MARK_FORWARDED,
+    MARK_THROUGH,
+    RAISE_EPOCH,
+    RESCUE_ADD,
+    TAKE_IDS,
+    Script,
+)
 from dedup._store import Mode
 
 _Client = Redis | RedisCluster
@@ -59,7 +75,8 @@ class RedisSettings:
     `tls_cert`/`tls_key` for a client certificate. Timeouts are in seconds.
     All keys start with `prefix`, which must not hold ``{`` or ``}``.
     `cluster` talks to a Redis Cluster (`host`:`port` or `url` is any node).
-    `rescue_maxlen` bounds the rescue stream (approximately, as ``MAXLEN ~``).
+    `rescue_maxlen` bounds the rescue stream: entries beyond it are refused,
+    never trimmed (an entry may be the only copy of an event).
     """
 
     url: str | None = None
@@ -117,13 +134,28 @@ def _window_ms(window: float) -> int:
     return max(1, round(window * 1000))
 
 
-_WRITERS = 1 << 20  # writer numbers of watermarked claims (see `RedisStore.claim`)
+EPOCHS = 1 << 20  # epochs below this fit the claims' values (see `dedup._redis_lua`)
 
 
-def _claim_value(writer: int, seq: int) -> bytes:
-    if not 0 < writer < _WRITERS or not 0 < seq < 1 << 33:
-        raise ValueError("writer or seq out of range")
-    return str(seq * _WRITERS + writer).encode()
+def _claim_value(epoch: int, seq: int | None) -> bytes:
+    if not 0 < epoch < EPOCHS:
+        raise ValueError(f"a claiming epoch must be between 1 and {EPOCHS - 1}, not {epoch}")
+    if seq is None:
+        return str(epoch).encode()
+    if not 0 < seq < 1 << 33:
+        raise ValueError("seq out of range")
+    return str(seq * EPOCHS + epoch).encode()
+
+
+class ServerRole(NamedTuple):
+    """What ROLE says of a server: ``master`` with its connected replicas, or a ``slave`` of `primary`."""
+
+    role: str
+    offset: int
+    replicas: int = 0
+    lag: int = 0  # bytes the slowest connected replica has yet to confirm
+    primary: tuple[str, int] | None = None
+    link: str = ""
 
 
 def _fp_of_id(event_id: str) -> str:
@@ -157,11 +189,13 @@ class RedisStore:
     raises `StoreError` (with a stable `reason`) when Redis cannot answer.
     """
 
-    def __init__(self, settings: RedisSettings | None = None) -> None:
+    def __init__(self, settings: RedisSettings | None = None, epoch: int = 1) -> None:
         self.settings = settings or RedisSettings()
+        self.epoch = epoch  # carried by every write (see the module docstring)
         self._prefix = self.settings.prefix.encode()
         self._rescue_key = self.settings.prefix + "rescue"
         self._forwarded_key = self.settings.prefix + "forwarded"
+        self._epoch_key = self.settings.prefix + "{pair}epoch"
         self._client: _Client = _connect(self.settings, self.settings.socket_timeout)
         self._blocking: _Client | None = None  # for XREADGROUP BLOCK, created on first use
         self._refresh_slots = False
@@ -174,23 +208,26 @@ class RedisStore:
 
     # -- claims ---------------------------------------------------------------
 
+    @property
+    def _fence(self) -> int:
+        """The epoch the scripts check: -1 on a cluster (see `dedup._redis_lua`)."""
+        return -1 if self.settings.cluster else self.epoch
+
     async def claim(
         self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float,
-        batch: tuple[int, int] | None = None,
+        seq: int | None = None,
     ) -> tuple[list[str], list[bool]]:
         """Number and claim a batch with one script call (one per cluster node).
 
         Same contract as `Store.claim`; `now` is ignored because the windows
         and claims expire by the server's clock (see the module docstring).
-        Fingerprints must not contain ``{``, ``}`` or a newline. With
-        `batch`, a (writer, seq) pair, the ids won count as forwarded once
-        `forwarded_through` raised writer's watermark to seq. A writer is a
-        number from `reserve_writer`, below 2**20; its seqs start at 1 and
-        grow from batch to batch, below 2**33. A process that restarts is a new
-        writer, so a batch it lost in a crash is never covered by a later
-        watermark.
+        Fingerprints must not contain ``{``, ``}`` or a newline. With `seq`
+        (from 1, growing from batch to batch, below 2**33) the ids won count
+        as forwarded once `forwarded_through` raised this epoch's watermark to
+        seq. Each master term has its own epoch, so a batch a crashed master
+        lost is never covered by a later watermark.
         """
-        value = b"1" if batch is None else _claim_value(*batch)
+        value = _claim_value(self.epoch, seq)
         return await self._claim(node, fingerprints, b"e" if mode is Mode.EXACT else b"s", window, value)
 
     async def number(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float) -> list[str]:
@@ -202,7 +239,7 @@ class RedisStore:
         """
         if mode is Mode.SUPPRESS:
             return [f"{fp}-1" for fp in fingerprints]
-        ids, _ = await self._claim(node, fingerprints, b"n", window, b"1")
+        ids, _ = await self._claim(node, fingerprints, b"n", window, b"0")
         return ids
 
     async def _claim(
@@ -212,7 +249,7 @@ class RedisStore:
             return [], []
         self._claims += 1
         want_evicted = b"1" if self._claims % _EVICTED_EVERY == 1 else b"0"
-        head = [self._prefix, how, _window_ms(window), node, want_evicted, value]
+        head = [self._prefix, how, _window_ms(window), node, want_evicted, value, self._fence]
         signed = [0] * len(fingerprints)
         for name, indexes, reply in await self._guard(self._per_node(CLAIM, head, fingerprints, str)):
             self._entries[name] = reply[-2]
@@ -228,8 +265,8 @@ class RedisStore:
     ) -> list[bool]:
         """Claim given event ids for `window` seconds each, in one call; True where won.
 
-        For ids numbered elsewhere: events handed over by the rescue stream,
-        or claims made locally while the store was unreachable. With `node`,
+        For ids numbered elsewhere: claims made locally while the store was
+        unreachable, pending events a promoted node forwards. With `node`,
         that node's counter of each fingerprint is raised to the id's
         occurrence (a window opens if none is), so its next copies are
         numbered after them. `now` is ignored, as in `claim`.
@@ -246,12 +283,30 @@ class RedisStore:
     async def _claim_ids(self, how: bytes, node: str, ids: Sequence[str], window: float) -> list[bool]:
         if not ids:
             return []
-        head = [self._prefix, _window_ms(window), how, node]
+        _claim_value(self.epoch, None)  # the range check
+        head = [self._prefix, _window_ms(window), how, node, self.epoch, self._fence]
         won = [False] * len(ids)
         for _, indexes, reply in await self._guard(self._per_node(CLAIM_IDS, head, ids, _fp_of_id)):
             for i, flag in zip(indexes, reply, strict=True):
                 won[i] = flag == 1
         return won
+
+    async def take_ids(self, ids: Sequence[str], window: float) -> list[int]:
+        """Take ids handed to this master (rescued, or from a spool); one call.
+
+        Per id: 1 taken (unclaimed, or claimed by a lower epoch and not
+        forwarded: its master is gone or fenced), 0 forwarded already, 2
+        claimed at this epoch and not yet forwarded (this master has it).
+        """
+        if not ids:
+            return []
+        _claim_value(self.epoch, None)  # the range check
+        head = [self._prefix, _window_ms(window), self.epoch, self._fence, await self._watermarks()]
+        out = [0] * len(ids)
+        for _, indexes, reply in await self._guard(self._per_node(TAKE_IDS, head, ids, _fp_of_id)):
+            for i, taken in zip(indexes, reply, strict=True):
+                out[i] = int(taken)
+        return out
 
     async def fresh(self) -> bool:
         """True once per store that may have lost its data (new, or restarted empty).
@@ -265,42 +320,66 @@ class RedisStore:
 
     # -- forwarded markers ----------------------------------------------------
 
-    async def mark_forwarded(self, ids: Sequence[str], window: float = 30.0) -> None:
+    async def mark_forwarded(
+        self, ids: Sequence[str], window: float = 30.0, replicas: int = 0, wait: float = 1.0
+    ) -> int:
         """Mark event ids forwarded, in one call (one per cluster node).
 
         The mark is kept on the id's claim and expires with it, that is when
         the window that numbered the id closes; an id whose claim is already
         gone (or was never made here) gets a marker that lives `window`
-        seconds.
+        seconds. With `replicas` > 0 (a single server), waits up to `wait`
+        seconds until that many replicas hold the mark too, in the same
+        round trip; returns how many did (0 when not asked).
         """
-        if ids:
-            head = [self._prefix, _window_ms(window)]
-            await self._guard(self._per_node(MARK_FORWARDED, head, ids, _fp_of_id))
+        if not ids:
+            return 0
+        args = [self._prefix, _window_ms(window), self._fence]
+        if replicas and isinstance(self._client, Redis):
+            marked = self._eval_then_wait(MARK_FORWARDED, [*args, _joined(ids)], replicas, wait)
+            return int(await self._guard(marked))
+        await self._guard(self._per_node(MARK_FORWARDED, args, ids, _fp_of_id))
+        return 0
 
-    async def reserve_writer(self, writer: int) -> bool:
-        """Take `writer` (1 to 2**20 - 1) for this process; False when another has it."""
-        if not 0 < writer < _WRITERS:
-            raise ValueError(f"writer must be between 1 and {_WRITERS - 1}")
-        key = self._forwarded_key
-        taken = await self._guard(self._client.execute_command("HSETNX", key, f"w:{writer}", 0))
-        self._calls += 1
-        if taken:
-            await self._guard(self._client.execute_command("HSET", key, f"t:{writer}", int(time.time())))
+    async def forwarded_through(self, seq: int, last_id: str, replicas: int = 0, wait: float = 1.0) -> int:
+        """Mark every id this epoch claimed with a seq up to `seq` forwarded; `last_id` is its newest.
+
+        One write, whatever the batch size (see `claim`); the watermark only
+        rises. `last_id` is what `progress` reads; the write's time is kept
+        for `prune_epochs`. `replicas` and `wait` as in `mark_forwarded`.
+        """
+        args = [self._prefix, self.epoch, self._fence, seq, int(time.time()), last_id]
+        if replicas and isinstance(self._client, Redis):
+            return int(await self._guard(self._eval_then_wait(MARK_THROUGH, args, replicas, wait)))
+        await self._guard(self._call_key(self._forwarded_key, MARK_THROUGH, args))
+        return 0
+
+    async def _eval_then_wait(self, script: Script, args: list[Any], replicas: int, wait: float) -> int:
+        """Run `script`, then WAIT for `replicas` on the same connection, in one round trip.
+
+        WAIT covers the writes of its own connection only, hence the pipeline.
+        """
+        assert isinstance(self._client, Redis)
+        wait_ms = max(1, round(min(wait, self.settings.socket_timeout * 0.8) * 1000))
+        for _ in range(2):
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVALSHA", script.sha, 0, *args)
+                pipe.execute_command("WAIT", replicas, wait_ms)
+                result, acked = await pipe.execute(raise_on_error=False)
             self._calls += 1
-        return bool(taken)
+            if isinstance(result, NoScriptError):
+                self._script_loads += 1
+                await self._client.execute_command("SCRIPT", "LOAD", script.source)  # type: ignore[no-untyped-call]
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            if isinstance(acked, BaseException):
+                raise acked
+            return int(acked)
+        raise ResponseError("script not loaded")
 
-    async def forwarded_through(self, writer: int, seq: int, last_id: str) -> None:
-        """Mark every id writer claimed with a seq up to `seq` forwarded; `last_id` is its newest.
-
-        One write, whatever the batch size (see `claim`); `last_id` is what
-        `progress` reads. The write's time is kept for `prune_writers`.
-        """
-        fields: list[str | int] = [f"w:{writer}", seq, f"t:{writer}", int(time.time()), "last", last_id]
-        await self._guard(self._client.execute_command("HSET", self._forwarded_key, *fields))
-        self._calls += 1
-
-    async def prune_writers(self, idle: float) -> int:
-        """Forget the watermarks of writers that marked nothing for `idle` seconds; how many.
+    async def prune_epochs(self, idle: float) -> int:
+        """Forget the watermarks of epochs that marked nothing for `idle` seconds; how many.
 
         With `idle` longer than the window, every claim they cover has expired.
         """
@@ -308,7 +387,7 @@ class RedisStore:
         cutoff = time.time() - idle
         stale = [name[2:] for name, value in fields.items() if name.startswith(b"t:") and int(value) < cutoff]
         if stale:
-            names = [prefix + writer for writer in stale for prefix in (b"w:", b"t:")]
+            names = [prefix + epoch for epoch in stale for prefix in (b"w:", b"t:")]
             await self._guard(self._client.execute_command("HDEL", self._forwarded_key, *names))
             self._calls += 1
         return len(stale)
@@ -324,6 +403,13 @@ class RedisStore:
         self._calls += 1
         return None if value is None else bytes(value).decode()
 
+    async def _watermarks(self) -> bytes:
+        """Every epoch's watermark, as the scripts take them (epoch and seq on alternate lines)."""
+        fields = await self._hgetall(self._forwarded_key)
+        return b"".join(
+            name[2:] + b"\n" + seq + b"\n" for name, seq in fields.items() if name.startswith(b"w:")
+        )
+
     async def forwarded(self, ids: Sequence[str]) -> list[bool]:
         """For each event id, whether it is marked forwarded; two read-only calls.
 
@@ -331,11 +417,7 @@ class RedisStore:
         """
         if not ids:
             return []
-        fields = await self._hgetall(self._forwarded_key)
-        marks = b"".join(
-            name[2:] + b"\n" + seq + b"\n" for name, seq in fields.items() if name.startswith(b"w:")
-        )
-        head = [self._prefix, marks]
+        head = [self._prefix, await self._watermarks()]
         out = [False] * len(ids)
         for _, indexes, part in await self._guard(self._per_node(FORWARDED, head, ids, _fp_of_id)):
             for i, flag in zip(indexes, part, strict=True):
@@ -344,25 +426,18 @@ class RedisStore:
 
     # -- rescue stream --------------------------------------------------------
 
-    async def rescue_add(self, entries: Sequence[bytes]) -> list[str]:
-        """Append entries to the rescue stream (one round trip); returns their stream ids.
+    async def rescue_add(self, entries: Sequence[bytes]) -> int:
+        """Append entries to the rescue stream (one call); returns how many it took.
 
-        The stream is trimmed to about `RedisSettings.rescue_maxlen` entries,
-        oldest first.
+        The stream holds at most `RedisSettings.rescue_maxlen` entries: what
+        does not fit is refused (the caller keeps it and tries again later),
+        never trimmed away unread.
         """
         if not entries:
-            return []
-        maxlen = self.settings.rescue_maxlen
-
-        async def add() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for entry in entries:
-                    pipe.xadd(self._rescue_key, {b"e": entry}, maxlen=maxlen, approximate=True)
-                return await pipe.execute()
-
-        ids = await self._guard(add())
-        self._calls += 1
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+            return 0
+        args = [self._prefix, self._fence, self.settings.rescue_maxlen, *entries]
+        added = await self._guard(self._call_key(self._rescue_key, RESCUE_ADD, args))
+        return int(added)
 
     async def rescue_read(
         self, consumer: str, count: int = 100, block_ms: int = 0
@@ -470,11 +545,42 @@ class RedisStore:
         await self._guard(self._client.execute_command("REPLICAOF", host, str(port)))
         self._calls += 1
 
-    async def bump_epoch(self) -> int:
-        """Increment and return the pair's epoch, kept on this (primary) server."""
-        epoch = await self._guard(self._client.execute_command("INCR", self.settings.prefix + "epoch"))
+    async def raise_epoch(self, epoch: int, node: str) -> int:
+        """Raise the server's epoch to `epoch` (never lower it), naming `node` its master; returns it.
+
+        Once raised, every write of a lower epoch is refused (`FencedError`).
+        """
+        args = [self._prefix, epoch, node]
+        return int(await self._guard(self._call_key(self._epoch_key, RAISE_EPOCH, args)))
+
+    async def read_epoch(self) -> tuple[int, str]:
+        """The server's epoch and the node that took it (0 and "" on a new store); works on a replica."""
+        key = self._epoch_key
+        epoch, master = await self._guard(
+            self._client.execute_command("MGET", key, self.settings.prefix + "{pair}master")
+        )
         self._calls += 1
-        return int(epoch)
+        return int(epoch or 0), bytes(master or b"").decode()
+
+    async def role(self) -> ServerRole:
+        """The server's replication role (ROLE); on a cluster, that of the node holding the epoch."""
+        async def role() -> Any:
+            target = await self._target(self._epoch_key)
+            kwargs: dict[str, Any] = {} if target is None else {"target_nodes": target}
+            return await self._client.execute_command("ROLE", **kwargs)
+
+        reply = await self._guard(role())
+        self._calls += 1
+        kind = bytes(reply[0]).decode()
+        if kind == "master":
+            offset, replicas = int(reply[1]), reply[2]
+            lag = offset - min((int(r[2]) for r in replicas), default=offset)
+            return ServerRole("master", offset, replicas=len(replicas), lag=lag)
+        if kind == "slave":
+            host, port, link, offset = reply[1:5]
+            return ServerRole("slave", int(offset), primary=(bytes(host).decode(), int(port)),
+                              link=bytes(link).decode())
+        return ServerRole(kind, 0)
 
     async def ping(self) -> None:
         """Check that the server (every cluster primary) answers; raises `StoreError` otherwise."""
@@ -500,6 +606,18 @@ class RedisStore:
             self._errors += 1
             self._refresh_slots = True
             raise store_error(exc) from exc
+
+    async def _target(self, key: str) -> ClusterNode | None:
+        """The cluster node that serves `key` (None on a single server)."""
+        client = self._client
+        if isinstance(client, Redis):
+            return None
+        await client.initialize()
+        return client.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+
+    async def _call_key(self, key: str, script: Script, args: list[Any]) -> Any:
+        """`_call` on the server (or cluster node) that holds `key`."""
+        return await self._call(await self._target(key), script, args)
 
     async def _call(self, target: ClusterNode | None, script: Script, args: list[Any]) -> Any:
         """EVALSHA `script` on the server (or cluster node `target`), loading it on NOSCRIPT."""

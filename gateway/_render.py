@@ -30,8 +30,11 @@ def rfc3339(t: float) -> str:
     return _text
 
 
-def render(event: Event, fp: str, event_id: str, node: str) -> bytes:
-    """The JSON line for a forwarded event; the envelope keys win over fields."""
+def render(event: Event, fp: str, event_id: str, node: str, epoch: int = 0) -> bytes:
+    """The JSON line for a forwarded event; the envelope keys win over fields.
+
+    `epoch` is the forwarding master's (0 on a single node).
+    """
     base = {
         "id": event_id,
         "fingerprint": fp,
@@ -39,9 +42,10 @@ def render(event: Event, fp: str, event_id: str, node: str) -> bytes:
         "peer": event.peer[0],
         "received_at": rfc3339(event.received_at),
         "node": node,
+        "epoch": epoch,
     }
     fields = event.fields
     doc = {**base, **fields}
-    if len(doc) != 6 + len(fields):
+    if len(doc) != 7 + len(fields):
         doc.update(base)
     return _dumps(doc, option=_NEWLINE)

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway._http import serve_app
+from gateway.errors import GatewayError
 
 CONTENT_TYPE_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -51,7 +52,10 @@ class AdminServer:
             return web.json_response(
                 {"error": 'body must be {"role": "master"|"standby", "lease": seconds or null}'}, status=400
             )
-        return web.json_response(await self._set_role(role, lease))
+        try:
+            return web.json_response(await self._set_role(role, lease))
+        except GatewayError as exc:  # a switch that cannot be made now: one line, no traceback
+            return web.json_response({"error": str(exc)}, status=409)
 
     async def _health(self, request: web.Request) -> web.Response:
         ok = self._healthy()

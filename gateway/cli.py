@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     role.add_argument("-c", "--config", help="the node's config (admin address and token)")
     role.add_argument("--admin", help="admin address host:port (default: from the config)")
     role.add_argument("--token", default=os.environ.get("TRAPGATE_TOKEN"), help="or TRAPGATE_TOKEN")
-    role.add_argument("--lease", type=float, help="seconds the master role lasts unless renewed")
+    role.add_argument("--lease", type=float,
+                      help="a term: seconds the master role lasts unless given again (default: none)")
     return ap
 
 
@@ -55,7 +56,11 @@ def _set_role(args: argparse.Namespace) -> int:
         with urllib.request.urlopen(request, timeout=30) as reply:
             print(reply.read().decode())
     except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        body = exc.read()
+        try:
+            detail = json.loads(body).get("error", exc.reason)
+        except (ValueError, AttributeError):
+            detail = body.decode(errors="replace").strip().splitlines()[0] if body.strip() else exc.reason
         raise GatewayError(f"{admin}: {exc.code} {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

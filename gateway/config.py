@@ -138,7 +138,9 @@ class HaConfig:
 
     role: str = "standby"
     token: str = ""
-    lease: float = 0.0
+    lease: float = 0.8
+    replica_wait: float = 1.0
+    catch_up: float = 2.0
     grace: float = 2.0
     check_after: float = 0.3
     max_pending: int = 1_000_000
@@ -293,8 +295,8 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
             raise ConfigError("ha.token", "is required with dedup.store = 'redis' (it guards POST /role)")
         for key in ("grace", "check_after", "max_pending"):
             _positive(f"ha.{key}", getattr(config.ha, key))
-        if config.ha.lease < 0:
-            raise ConfigError("ha.lease", "must be 0 (no expiry) or more")
+        for key in ("lease", "replica_wait", "catch_up"):
+            _positive(f"ha.{key}", getattr(config.ha, key))
 
 
 _SECTIONS: dict[str, type] = {

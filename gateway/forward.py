@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from dedup import Deduplicator
@@ -39,21 +39,31 @@ class Stage(Protocol):
 class Forwarder:
     """Renders events as JSON lines and writes them to the sink."""
 
-    def __init__(self, node: str, sink: Sink) -> None:
+    def __init__(self, node: str, sink: Sink, epoch: int = 0) -> None:
         self.node = node
         self.sink = sink
+        self.epoch = epoch  # of the master forwarding, shown in each line
 
-    async def forward(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
-        """Write one line per event; retry until the sink takes them."""
+    async def forward(
+        self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str],
+        may_write: Callable[[], Awaitable[bool]] | None = None,
+    ) -> bool:
+        """Write one line per event; retry until the sink takes them.
+
+        `may_write`, when given, is asked right before every attempt; when it
+        says no, nothing is written and False is returned.
+        """
         if not events:
-            return
-        node = self.node
-        lines = [render(e, fp, i, node) for e, fp, i in zip(events, fps, ids, strict=True)]
+            return True
+        node, epoch = self.node, self.epoch
+        lines = [render(e, fp, i, node, epoch) for e, fp, i in zip(events, fps, ids, strict=True)]
         delay = 0.1
         while True:
+            if may_write is not None and not await may_write():
+                return False
             try:
                 await self.sink.write(lines)
-                break
+                return True
             except SinkError as exc:
                 log.error("%s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)

@@ -31,6 +31,7 @@ class Counters:
     received: int = 0
     sent: int = 0
     replies: int = 0
+    handed_over: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     live_drops: Callable[[], dict[str, int]] | None = None
@@ -50,6 +51,7 @@ class Counters:
             "received": self.received,
             "sent": self.sent,
             "replies": self.replies,
+            "handed_over": dict(self.handed_over),
             "dropped": self.all_dropped(),
             "errors": dict(self.errors),
         }
@@ -69,6 +71,10 @@ class _Collector(Collector):
         replies = CounterMetricFamily(
             "trapgate_replies", "Replies sent back to senders (SNMP Responses, Reports).", labels=labels
         )
+        handed = CounterMetricFamily(
+            "trapgate_handed_over", "Items handed to another node to forward (rescues), by reason.",
+            labels=[*labels, "reason"],
+        )
         dropped = CounterMetricFamily(
             "trapgate_dropped", "Items a component lost or discarded, by reason.", labels=[*labels, "reason"]
         )
@@ -80,11 +86,13 @@ class _Collector(Collector):
             received.add_metric(key, c.received)
             sent.add_metric(key, c.sent)
             replies.add_metric(key, c.replies)
+            for reason, n in sorted(c.handed_over.items()):
+                handed.add_metric([*key, reason], n)
             for reason, n in sorted(c.all_dropped().items()):
                 dropped.add_metric([*key, reason], n)
             for reason, n in sorted(c.errors.items()):
                 errors.add_metric([*key, reason], n)
-        yield from (received, sent, replies, dropped, errors)
+        yield from (received, sent, replies, handed, dropped, errors)
         for name, value in sorted(self._gauges().items()):
             yield GaugeMetricFamily(f"trapgate_{name}", name.replace("_", " ") + ".", value=value)
 

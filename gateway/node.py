@@ -75,9 +75,10 @@ class Node:
         stage = HaStage(
             config.node.name, peer or local, forwarder, Mode(config.dedup.mode), config.dedup.window,
             Lease(Role.STANDBY), grace=ha.grace, check_after=ha.check_after, max_pending=ha.max_pending,
-            spool=spool,
+            spool=spool, replica_wait=ha.replica_wait,
         )
-        return Roles(stage, local, peer, config.redis.peer)
+        return Roles(stage, local, peer, config.redis.local, config.redis.peer, lease=ha.lease,
+                     catch_up=ha.catch_up)
 
     def counters(self) -> list[metrics.Counters]:
         """Every component's counters, receivers first."""
@@ -115,13 +116,18 @@ class Node:
         if self.roles is not None:
             ha = self.config.ha
             try:
-                await self.roles.set_role(ha.role, ha.lease or None)
+                self.roles.stage.start()
+                await self.roles.start(ha.role)
                 recovered = await self.roles.stage.recover_spool()
+                await self.roles.stage.keep_store()
             except StoreError as exc:
+                await self._stop_pair()
                 raise GatewayError(f"cannot take the role {ha.role}: redis: {exc}") from None
+            except GatewayError:
+                await self._stop_pair()
+                raise
             if recovered:
                 log.warning("handed %d spooled events of the last run to the master", recovered)
-            self.roles.stage.start()
         lines = []
         components: list[Receiver | AdminServer] = [*self.receivers, self.admin]
         try:
@@ -139,14 +145,20 @@ class Node:
             await component.stop()
         self._started.clear()
         await self.pipeline.stop()
-        if self.roles is not None:
-            await self.roles.stage.stop()
-            await self.roles.local.close()
-            if self.roles.peer is not None:
-                await self.roles.peer.close()
-            if self.roles.stage.spool is not None:
-                self.roles.stage.spool.close()
+        await self._stop_pair()
         self.sink.close()
+
+    async def _stop_pair(self) -> None:
+        roles = self.roles
+        if roles is None:
+            return
+        await roles.stop()
+        await roles.stage.stop()
+        await roles.local.close()
+        if roles.peer is not None:
+            await roles.peer.close()
+        if roles.stage.spool is not None:
+            roles.stage.spool.close()
 
 
 async def serve(config: Config) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,9 +32,15 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-def stage(redis: RedisServer, node: str, role: Role, sink: ListSink, spool: Spool | None = None) -> HaStage:
+def lease(role: Role, epoch: int = 1) -> Lease:
+    """A lease that does not run out during a test (no lease keeper runs in process)."""
+    return Lease(role, epoch, until=math.inf if role is Role.MASTER else 0.0)
+
+
+def stage(redis: RedisServer, node: str, role: Role, sink: ListSink, spool: Spool | None = None,
+          epoch: int = 1) -> HaStage:
     store = RedisStore(RedisSettings(port=redis.port))
-    return HaStage(node, store, Forwarder(node, sink), Mode.EXACT, 30.0, Lease(role), spool=spool)
+    return HaStage(node, store, Forwarder(node, sink), Mode.EXACT, 30.0, lease(role, epoch), spool=spool)
 
 
 def test_master_killed_between_claim_and_sink_hands_its_spool_to_the_next_master(
@@ -45,6 +52,7 @@ def test_master_killed_between_claim_and_sink_hands_its_spool_to_the_next_master
         # a forwards "done" normally; then claims "lost-1", "lost-2", spools them and dies
         # before its sink takes them (only a ever received these two).
         await a.handle([ev("done")])
+        await a.master.marked()  # marked, replicated and acknowledged in the spool
         events = [ev("lost-1"), ev("lost-2")]
         fps = [fingerprint(e) for e in events]
         ids, won = await a.store.claim("a", fps, Mode.EXACT, 30.0, time.time())
@@ -55,11 +63,11 @@ def test_master_killed_between_claim_and_sink_hands_its_spool_to_the_next_master
         a.spool.close()
         await a.store.close()
         # b becomes master; a restarts as standby and recovers its spool.
-        b = stage(redis, "b", Role.MASTER, sink_b)
-        a2 = stage(redis, "a", Role.STANDBY, ListSink(), Spool(tmp_path / "spool-a"))
+        b = stage(redis, "b", Role.MASTER, sink_b, epoch=2)
+        a2 = stage(redis, "a", Role.STANDBY, ListSink(), Spool(tmp_path / "spool-a"), epoch=2)
         assert await a2.recover_spool() == 2
-        await b.rescue_once(block_ms=100)
-        await b.rescue_once(block_ms=100)  # nothing more: each event once
+        await b.rescue_round(block_ms=100)
+        await b.rescue_round(block_ms=100)  # nothing more: each event once
         assert await a2.recover_spool() == 0
         for s in (a2, b):
             await s.store.close()
@@ -83,10 +91,10 @@ def test_spooled_batch_already_marked_forwarded_is_not_forwarded_again(
         await a.store.mark_forwarded(ids, 30.0)  # the kill came after the mark, before the ack
         a.spool.close()
         sink_b = ListSink()
-        b = stage(redis, "b", Role.MASTER, sink_b)
-        a2 = stage(redis, "a", Role.STANDBY, ListSink(), Spool(tmp_path / "spool-a"))
+        b = stage(redis, "b", Role.MASTER, sink_b, epoch=2)
+        a2 = stage(redis, "a", Role.STANDBY, ListSink(), Spool(tmp_path / "spool-a"), epoch=2)
         assert await a2.recover_spool() == 1
-        await b.rescue_once(block_ms=100)
+        await b.rescue_round(block_ms=100)
         for s in (a, a2, b):
             await s.store.close()
         return sink_b
@@ -101,17 +109,18 @@ def test_standby_rescue_of_an_event_the_master_claimed_is_dropped(redis: RedisSe
         standby = stage(redis, "b", Role.STANDBY, ListSink())
         await master.handle([ev("both")])
         await standby.handle([ev("both"), ev("only-b")])
-        standby.grace = standby.check_after = 0.0
-        await standby.reconcile_once()
-        await master.rescue_once(block_ms=100)
-        await standby.reconcile_once()
+        standby.pending.grace = standby.pending.check_after = 0.0
+        await standby.standby_round()
+        await master.rescue_round(block_ms=100)
+        await master.master.marked()
+        await standby.standby_round()
         for s in (master, standby):
             await s.store.close()
         return sink, standby
 
     sink, standby = asyncio.run(main())
     assert sorted(sink.msgs()) == ["both", "only-b"]
-    assert standby.pending == {}
+    assert len(standby.pending) == 0
 
 
 def paused(redis: RedisServer, ms: int) -> None:
@@ -122,7 +131,7 @@ def paused(redis: RedisServer, ms: int) -> None:
 def quick_stage(redis: RedisServer, node: str, role: Role, sink: ListSink) -> HaStage:
     store = RedisStore(RedisSettings(port=redis.port, socket_timeout=0.2))
     forwarder = Forwarder(node, sink)
-    return HaStage(node, store, forwarder, Mode.EXACT, 30.0, Lease(role), grace=0.0, check_after=0.0)
+    return HaStage(node, store, forwarder, Mode.EXACT, 30.0, lease(role), grace=0.0, check_after=0.0)
 
 
 def test_master_behind_the_standby_forwards_its_own_late_copy_once_through_a_store_timeout(
@@ -139,26 +148,26 @@ def test_master_behind_the_standby_forwards_its_own_late_copy_once_through_a_sto
         master = quick_stage(redis, "a", Role.MASTER, sink)
         standby = quick_stage(redis, "b", Role.STANDBY, ListSink())
         await standby.handle([ev("early"), ev("late")])
-        await standby.reconcile_once()  # both rescued: the master has neither yet
-        await master.rescue_once(block_ms=100)
+        await standby.standby_round()  # both rescued: the master has neither yet
+        await master.rescue_round(block_ms=100)
         assert sorted(sink.msgs()) == ["early", "late"]
         paused(redis, 600)
         await master.handle([ev("early")])  # the master's own copy, while the store times out
-        assert master.degraded
+        assert master.master.degraded
         await asyncio.sleep(0.7)
         await master.handle([ev("other")])  # store back: write-back, then a normal claim
-        assert not master.degraded
+        assert not master.master.degraded
         await master.handle([ev("late")])  # the master's own copy, after the write-back
-        await master.marked()
+        await master.master.marked()
         await standby.handle([ev("other")])
-        await standby.reconcile_once()
+        await standby.standby_round()
         for s in (master, standby):
             await s.store.close()
         return sink, standby
 
     sink, standby = asyncio.run(main())
     assert sorted(sink.msgs()) == ["early", "late", "other"]
-    assert standby.pending == {}
+    assert len(standby.pending) == 0
 
 
 def test_write_back_after_an_outage_sends_only_what_the_store_missed(redis: RedisServer) -> None:
@@ -167,18 +176,18 @@ def test_write_back_after_an_outage_sends_only_what_the_store_missed(redis: Redi
         master = quick_stage(redis, "a", Role.MASTER, sink)
         assert await master.store.fresh()  # as `start` does: the data set is the pair's
         await master.handle([ev(f"before-{i}") for i in range(50)])
-        await master.marked()
+        await master.master.marked()
         paused(redis, 600)
         await master.handle([ev("during-1"), ev("during-2")])
-        assert master.degraded
+        assert master.master.degraded
         await asyncio.sleep(0.7)
         sets_before = redis.command_calls()["set"]
         await master.handle([ev("after")])
-        await master.marked()
+        await master.master.marked()
         sets = redis.command_calls()["set"] - sets_before
         standby = quick_stage(redis, "b", Role.STANDBY, ListSink())
         await standby.handle([ev("during-1"), ev("during-2"), ev("before-7")])
-        await standby.reconcile_once()
+        await standby.standby_round()
         left = len(standby.pending)
         for s in (master, standby):
             await s.store.close()
@@ -199,12 +208,12 @@ def test_store_that_lost_its_data_gets_the_whole_window_back(redis: RedisServer)
         assert await master.store.fresh()
         await master.handle([ev(f"before-{i}") for i in range(20)])
         redis.client().flushall()  # a restart without persistence
-        master._store_down(StoreError("gone", "connection"))
-        master._retry_at = 0.0
+        master.master._store_down(StoreError("gone", "connection"))
+        master.master._retry_at = 0.0
         await master.handle([ev("before-3"), ev("after")])  # a real repeat of before-3: its second copy
         standby = quick_stage(redis, "b", Role.STANDBY, ListSink())
         await standby.handle([ev(f"before-{i}") for i in range(20)])
-        await standby.reconcile_once()
+        await standby.standby_round()
         left = len(standby.pending)
         for s in (master, standby):
             await s.store.close()
@@ -222,7 +231,7 @@ def test_standby_rescues_what_the_master_passed_by_and_waits_for_what_it_has_yet
         sink = ListSink()
         master = stage(redis, "a", Role.MASTER, sink)
         standby = stage(redis, "b", Role.STANDBY, ListSink())
-        standby.grace, standby.check_after = 0.4, 0.05
+        standby.pending.grace, standby.pending.check_after = 0.4, 0.05
         for batch in (["e1"], ["only-b"], ["e2"], ["e3", "e4"]):  # the standby receives in this order
             await standby.handle([ev(m) for m in batch])
             await asyncio.sleep(0.06)
@@ -230,19 +239,19 @@ def test_standby_rescues_what_the_master_passed_by_and_waits_for_what_it_has_yet
         await master.handle([ev("e2")])
         await asyncio.sleep(0.4)
         rescued = []
-        await standby.reconcile_once()
-        rescued.append(standby.counters.dropped["rescued"])  # only-b, not e3 or e4
-        await master.rescue_once(block_ms=100)
+        await standby.standby_round()
+        rescued.append(standby.counters.handed_over["rescued"])  # only-b, not e3 or e4
+        await master.rescue_round(block_ms=100)
         await master.handle([ev("e3"), ev("e4")])
         await asyncio.sleep(0.1)
-        await standby.reconcile_once()
+        await standby.standby_round()
         await standby.handle([ev("late")])  # only the standby; the master forwards nothing more
         await asyncio.sleep(0.5)
-        await standby.reconcile_once()  # no progress for `grace`: age alone decides
-        rescued.append(standby.counters.dropped["rescued"])
-        await master.rescue_once(block_ms=100)
+        await standby.standby_round()  # no progress for `grace`: age alone decides
+        rescued.append(standby.counters.handed_over["rescued"])
+        await master.rescue_round(block_ms=100)
         await asyncio.sleep(0.45)  # a rescued entry is asked about again after `grace`
-        await standby.reconcile_once()
+        await standby.standby_round()
         for s in (master, standby):
             await s.store.close()
         return sink, rescued, len(standby.pending)
@@ -276,10 +285,10 @@ def test_master_restarted_after_a_crash_mid_batch_forwards_that_batch_from_its_s
         a1.spool.close()
         await a1.store.close()
         sink = ListSink()
-        a2 = stage(redis, "a", Role.MASTER, sink, Spool(tmp_path / "spool-a"))
+        a2 = stage(redis, "a", Role.MASTER, sink, Spool(tmp_path / "spool-a"), epoch=2)  # a new term
         assert await a2.recover_spool() == 1
         await a2.handle([ev("after-restart")])  # its first batch: a watermark of its own
-        await a2.rescue_once(block_ms=100)
+        await a2.rescue_round(block_ms=100)
         await a2.store.close()
         return sink
 
@@ -289,14 +298,14 @@ def test_master_restarted_after_a_crash_mid_batch_forwards_that_batch_from_its_s
 def test_standby_pending_buffer_is_bounded_and_counts_what_it_sheds(redis: RedisServer) -> None:
     async def main() -> HaStage:
         standby = stage(redis, "b", Role.STANDBY, ListSink())
-        standby.max_pending = 3
+        standby.max_pending = standby.pending.max_pending = 3
         await standby.handle([ev(f"e{i}") for i in range(5)])
-        assert await standby.number_held()
+        await standby.standby_round()
         await standby.store.close()
         return standby
 
     standby = asyncio.run(main())
-    assert sorted(e.event.fields["msg"] for e in standby.pending.values()) == ["e2", "e3", "e4"]
+    assert sorted(e.event.fields["msg"] for e in standby.pending.entries.values()) == ["e2", "e3", "e4"]
     assert standby.counters.dropped["pending_overflow"] == 2
 
 
@@ -306,14 +315,12 @@ def test_events_held_for_numbering_at_promotion_are_forwarded_once(redis: RedisS
         master = stage(redis, "a", Role.MASTER, ListSink())
         standby = stage(redis, "b", Role.STANDBY, sink)
         await master.handle([ev("forwarded-by-a")])
-        await master.marked()
+        await master.master.marked()
         await standby.handle([ev("numbered")])
-        assert await standby.number_held()
+        await standby.standby_round()
         await standby.handle([ev("forwarded-by-a"), ev("held")])  # not numbered yet
-        standby.lease = Lease(Role.MASTER, epoch=2)  # promoted, as `Roles.set_role` does
-        await standby.flush_pending()
-        await standby.reconcile_once()  # the held ones are claimed and forwarded as master now
-        await standby.reconcile_once()
+        standby.lease = lease(Role.MASTER, epoch=2)  # promoted, as `Roles.set_role` does
+        await standby.standby_round()  # the held ones and the pending ones are forwarded as master now
         for s in (master, standby):
             await s.store.close()
         return sink

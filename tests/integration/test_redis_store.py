@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from dedup import Deduplicator, MemoryStore, Mode, Store, StoreError
+from dedup import Deduplicator, FencedError, MemoryStore, Mode, Store, StoreError
 from dedup.redis import RedisSettings, RedisStore
 from formats import Event
 from tests.redis_servers import HOST, RedisClusterServers, RedisServer, require_redis_server, write_tls_files
@@ -29,7 +30,7 @@ RBody = Callable[[RedisStore], Coroutine[Any, Any, None]]
 WithStore = Callable[[Body], None]
 Use = Callable[[RBody], None]
 # Commands the claim script calls, and the handshake of the client that reads the stats.
-CLAIM_SCRIPT_COMMANDS = {"incr", "pexpire", "pttl", "set", "dbsize", "info", "hello"}
+CLAIM_SCRIPT_COMMANDS = {"hincrby", "get", "pexpire", "pttl", "set", "dbsize", "info", "hello"}
 
 
 def fp(i: int) -> str:
@@ -219,14 +220,14 @@ def test_a_batch_is_one_evalsha_and_keys_are_tagged_prefixed_and_expiring(
         changed = {c for c in after if after[c] != before.get(c, 0)}
         assert after["evalsha"] - before["evalsha"] == 1
         assert changed - CLAIM_SCRIPT_COMMANDS == {"evalsha"}
-        assert store.stats()["entries"] == 2 + 300 + 1024
+        assert store.stats()["entries"] == 3 + 300 + 1024
 
     use(body)
     with primary.client() as c:
-        keys = [k.decode() for k in c.scan_iter(count=1000)]
+        keys = [k.decode() for k in c.scan_iter(count=1000) if k != b"tg:{pair}epoch"]
         assert len(keys) == 2 + 300 + 1024
         for key in keys:
-            assert re.fullmatch(r"tg:\{[0-9a-f]{16}\}(:a|:warm|\d+)", key), key
+            assert re.fullmatch(r"tg:\{[0-9a-f]{16}\}(w|\d+)", key), key
             assert 0 < c.pttl(key) <= (30_000 if fp(0xFFFF) in key else 5000)
 
 
@@ -238,10 +239,10 @@ def test_keys_expire_with_the_window_and_a_custom_prefix_is_used(primary: RedisS
     run(RedisSettings(port=primary.port, prefix="site7:"), body)
     with primary.client() as c:
         assert sorted(k.decode() for k in c.scan_iter()) == sorted(
-            [f"site7:{{{X}}}:a", f"site7:{{{Y}}}:a", f"site7:{{{X}}}1", f"site7:{{{X}}}2",
-             f"site7:{{{Y}}}1"])
+            [f"site7:{{{X}}}w", f"site7:{{{Y}}}w", f"site7:{{{X}}}1", f"site7:{{{X}}}2",
+             f"site7:{{{Y}}}1", "site7:{pair}epoch"])
         time.sleep(0.3)
-        assert c.dbsize() == 0
+        assert [k.decode() for k in c.scan_iter()] == ["site7:{pair}epoch"]
 
 
 def test_prefix_with_a_brace_is_refused() -> None:
@@ -263,7 +264,7 @@ def test_forwarded_markers_round_trip_in_one_call_each_and_expire_with_the_claim
         after = primary.command_calls()
         assert after["evalsha"] - before["evalsha"] == 2
         with primary.client() as c:
-            assert c.get(f"tg:{{{X}}}1") == b"2" and 0 < c.pttl(f"tg:{{{X}}}1") <= 500
+            assert c.get(f"tg:{{{X}}}1") == b"0" and 0 < c.pttl(f"tg:{{{X}}}1") <= 500
             assert c.pttl(f"tg:{{{fp(7)}}}3f") > 4000  # no claim: a marker key with the fallback window
         await asyncio.sleep(0.6)
         assert await store.forwarded(ids) == [False, False, False]
@@ -286,37 +287,139 @@ def test_claim_ids_claims_given_ids_and_numbers_the_nodes_next_copies_after_them
     use(body)
 
 
-def test_a_batch_claimed_with_a_seq_is_forwarded_once_its_writers_watermark_reaches_it(use: Use) -> None:
+def test_a_batch_claimed_with_a_seq_is_forwarded_once_its_epochs_watermark_reaches_it(use: Use) -> None:
     async def body(store: RedisStore) -> None:
         top = (1 << 20) - 1
-        assert [await store.reserve_writer(w) for w in (1, 2, top, 1)] == [True, True, True, False]
-        ids_1, _ = await store.claim("a", [X], EXACT, 30.0, time.time(), batch=(1, 1))
-        ids_2, _ = await store.claim("a", [Y], EXACT, 30.0, time.time(), batch=(1, 2))
-        ids_b, _ = await store.claim("b", [fp(0xC3)], EXACT, 30.0, time.time(), batch=(top, (1 << 33) - 1))
-        # a restarted as writer 2: its watermark never covers what writer 1 claimed.
-        ids_r, _ = await store.claim("a", [fp(0xD4)], EXACT, 30.0, time.time(), batch=(2, 1))
+        store.epoch = 1
+        ids_1, _ = await store.claim("a", [X], EXACT, 30.0, time.time(), seq=1)
+        ids_2, _ = await store.claim("a", [Y], EXACT, 30.0, time.time(), seq=2)
+        # a restarted as master at epoch 2: its watermark never covers what epoch 1 claimed.
+        store.epoch = 2
+        ids_r, _ = await store.claim("a", [fp(0xD4)], EXACT, 30.0, time.time(), seq=1)
+        store.epoch = top
+        ids_b, _ = await store.claim("b", [fp(0xC3)], EXACT, 30.0, time.time(), seq=(1 << 33) - 1)
         everything = ids_1 + ids_2 + ids_b + ids_r
         assert await store.forwarded(everything) == [False, False, False, False]
         assert await store.progress() is None
-        await store.forwarded_through(1, 1, ids_1[-1])
+        store.epoch = 1
+        with pytest.raises(FencedError) as fenced:  # epoch 1 is over on this store
+            await store.forwarded_through(1, ids_1[-1])
+        assert fenced.value.epoch == top and fenced.value.reason == "fenced"
+        async with Redis(port=store.settings.port) as c:
+            await c.set("tg:{pair}epoch", 1)  # as if the later epochs had not come yet
+        await store.forwarded_through(1, ids_1[-1])
         assert await store.forwarded(everything) == [True, False, False, False]
         assert await store.progress() == ids_1[-1]
-        await store.forwarded_through(2, 1, ids_r[-1])
+        store.epoch = 2
+        await store.forwarded_through(1, ids_r[-1])
         assert await store.forwarded(everything) == [True, False, False, True]
-        await store.forwarded_through(top, (1 << 33) - 2, ids_b[-1])
+        store.epoch = top
+        await store.forwarded_through((1 << 33) - 2, ids_b[-1])
         assert await store.forwarded(everything) == [True, False, False, True]  # one seq short
-        await store.forwarded_through(top, (1 << 33) - 1, ids_b[-1])
+        await store.forwarded_through((1 << 33) - 1, ids_b[-1])
+        await store.forwarded_through(5, ids_1[-1])  # a watermark never goes down
         await store.mark_forwarded(ids_2)  # the id by id way marks a seq claim too
         assert await store.forwarded(everything) == [True, True, True, True]
         assert await store.progress() == ids_b[-1]
-        # Writers idle for longer than asked are forgotten, the others kept.
-        assert await store.prune_writers(3600) == 0
-        assert await store.prune_writers(-1) == 3
+        # Epochs idle for longer than asked are forgotten, the others kept.
+        assert await store.prune_epochs(3600) == 0
+        assert await store.prune_epochs(-1) == 3
         assert await store.forwarded(everything) == [False, True, False, False]
+        store.epoch = 1 << 20
         with pytest.raises(ValueError):
-            await store.claim("a", [X], EXACT, 30.0, time.time(), batch=(1 << 20, 1))
+            await store.claim("a", [X], EXACT, 30.0, time.time(), seq=1)
 
     use(body)
+
+
+def test_both_nodes_number_inside_one_window_opened_by_the_first_copy(use: Use) -> None:
+    async def body(store: RedisStore) -> None:
+        # a numbers the first occurrence, b 100 ms later; the window is a's, for both.
+        assert await claim(store, "a", [X], window=0.6) == ([f"{X}-1"], [True])
+        await asyncio.sleep(0.1)
+        assert await store.number("b", [X], EXACT, 0.6) == [f"{X}-1"]
+        await asyncio.sleep(0.4)  # a second occurrence, before the window closes for both
+        assert await claim(store, "a", [X], window=0.6) == ([f"{X}-2"], [True])
+        assert await store.number("b", [X], EXACT, 0.6) == [f"{X}-2"]
+        await asyncio.sleep(0.15)  # closed for both: the next occurrence is 1 on both
+        assert await store.number("b", [X], EXACT, 0.6) == [f"{X}-1"]
+        assert await claim(store, "a", [X], window=0.6) == ([f"{X}-1"], [True])
+
+    use(body)
+
+
+def test_every_write_from_a_lower_epoch_is_refused_and_a_higher_one_raises_the_store(use: Use) -> None:
+    async def body(store: RedisStore) -> None:
+        store.epoch = 4
+        await claim(store, "a", [X])
+        assert await store.read_epoch() == (4, "")
+        store.epoch = 3
+        writes = [
+            lambda: claim(store, "a", [Y]),
+            lambda: store.claim("a", [Y], EXACT, 30.0, time.time(), seq=1),
+            lambda: store.number("b", [Y], EXACT, 30.0),
+            lambda: store.claim_ids([f"{Y}-1"], 30.0, time.time()),
+            lambda: store.count_ids("a", [f"{Y}-1"], 30.0),
+            lambda: store.take_ids([f"{Y}-1"], 30.0),
+            lambda: store.mark_forwarded([f"{X}-1"]),
+            lambda: store.forwarded_through(1, f"{X}-1"),
+            lambda: store.rescue_add([b"e"]),
+        ]
+        for write in writes:
+            with pytest.raises(FencedError) as err:
+                await write()
+            assert err.value.epoch == 4
+        assert await store.forwarded([f"{X}-1", f"{Y}-1"]) == [False, False]  # reads are not fenced
+        async with Redis(port=store.settings.port) as c:
+            assert await c.exists(f"tg:{{{Y}}}w", f"tg:{{{Y}}}1", "tg:rescue") == 0  # nothing was written
+        store.epoch = 5
+        await store.number("b", [Y], EXACT, 30.0)
+        assert (await store.read_epoch())[0] == 5
+
+    use(body)
+
+
+def test_take_ids_takes_what_nobody_forwarded_and_what_a_lower_epoch_left(use: Use) -> None:
+    async def body(store: RedisStore) -> None:
+        store.epoch = 1
+        (forwarded, left, watermarked), _ = await claim(store, "a", [X, Y, fp(3)])
+        await store.mark_forwarded([forwarded])
+        store.epoch = 2
+        (done,), _ = await store.claim("a", [fp(5)], EXACT, 30.0, time.time(), seq=1)
+        (in_flight,), _ = await store.claim("a", [fp(4)], EXACT, 30.0, time.time(), seq=2)
+        await store.forwarded_through(1, done)
+        store.epoch = 3
+        nobody = f"{fp(6)}-1"
+        ids = [forwarded, left, watermarked, in_flight, done, nobody]
+        assert await store.take_ids(ids, 30.0) == [0, 1, 1, 1, 0, 1]
+        # Taken at epoch 3: the same master asking again gets "mine", and nothing is forwarded yet.
+        assert await store.take_ids(ids, 30.0) == [0, 2, 2, 2, 0, 2]
+        assert await store.forwarded(ids) == [True, False, False, False, True, False]
+        await store.mark_forwarded([left])
+        store.epoch = 4
+        assert await store.take_ids([left, nobody], 30.0) == [0, 1]
+
+    use(body)
+
+
+def test_a_mark_waits_for_the_replica_in_the_same_round_trip(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "p") as first, RedisServer(tmp_path / "r", replicaof=first) as second:
+        second.wait_replica_link()
+
+        async def body(store: RedisStore) -> None:
+            ids, _ = await store.claim("a", [X, Y], EXACT, 30.0, time.time(), seq=1)
+            assert await store.forwarded_through(1, ids[-1], replicas=1, wait=2.0) == 1
+            assert await store.mark_forwarded(ids, 30.0, replicas=1, wait=2.0) == 1
+            with second.client() as c:
+                assert c.hget("tg:forwarded", "w:1") == b"1" and c.get(f"tg:{{{X}}}1") == b"0"
+            role = await store.role()
+            assert role.role == "master" and role.replicas == 1
+            second.stop()
+            started = time.monotonic()
+            assert await store.mark_forwarded(ids, 30.0, replicas=1, wait=0.2) == 0
+            assert time.monotonic() - started < 1.0
+
+        run(RedisSettings(port=first.port), body)
 
 
 def test_count_ids_moves_the_nodes_counters_and_claims_nothing(use: Use) -> None:
@@ -358,7 +461,11 @@ def test_promote_replicate_and_epoch(tmp_path: Path) -> None:
             r.wait_replica_link()
             await store.promote()
             assert r.info("replication")["role"] == "master"
-            assert [await store.bump_epoch(), await store.bump_epoch()] == [1, 2]
+            assert await store.read_epoch() == (0, "")
+            assert [await store.raise_epoch(3, "a"), await store.raise_epoch(2, "b")] == [3, 3]
+            assert await store.read_epoch() == (3, "a")
+            role = await store.role()
+            assert role.role == "master" and role.replicas == 0
 
         run(RedisSettings(port=r.port), body)
 
@@ -367,7 +474,7 @@ def test_claim_ids_window_expires(primary: RedisServer, use: Use) -> None:
     async def body(store: RedisStore) -> None:
         assert await store.claim_ids([f"{X}-2"], 0.2, time.time(), node="a") == [True]
         with primary.client() as c:
-            assert 0 < c.pttl(f"tg:{{{X}}}:a") <= 200 and 0 < c.pttl(f"tg:{{{X}}}2") <= 200
+            assert 0 < c.pttl(f"tg:{{{X}}}w") <= 200 and 0 < c.pttl(f"tg:{{{X}}}2") <= 200
         await asyncio.sleep(0.3)
         assert await claim(store, "a", [X]) == ([f"{X}-1"], [True])
 
@@ -419,9 +526,9 @@ def test_stats_report_keys_and_evictions_seen_by_the_claims(primary: RedisServer
 
 def test_rescue_entries_are_added_read_once_and_acknowledged(use: Use) -> None:
     async def body(store: RedisStore) -> None:
-        added = await store.rescue_add([b"one", b"two\x00\xff"])
+        assert await store.rescue_add([b"one", b"two\x00\xff"]) == 2
         got = await store.rescue_read("master-a", count=10)
-        assert got == list(zip(added, [b"one", b"two\x00\xff"], strict=True))
+        assert [payload for _, payload in got] == [b"one", b"two\x00\xff"]
         assert await store.rescue_read("master-a") == []
         assert await store.rescue_ack([i for i, _ in got]) == 2
         assert await store.rescue_reclaim("master-b", min_idle_ms=0) == []
@@ -461,14 +568,17 @@ def test_rescue_entries_of_a_dead_consumer_can_be_reclaimed(use: Use) -> None:
     use(body)
 
 
-def test_rescue_stream_is_bounded(primary: RedisServer) -> None:
+def test_rescue_stream_refuses_what_does_not_fit_and_never_trims_unread_entries(primary: RedisServer) -> None:
     async def body(store: RedisStore) -> None:
-        for _ in range(10):
-            await store.rescue_add([b"x"] * 100)
+        assert await store.rescue_add([b"first"] + [b"x"] * 39) == 40
+        assert await store.rescue_add([b"y"] * 100) == 10
+        assert await store.rescue_add([b"z"]) == 0
+        got = await store.rescue_read("m", count=100)
+        assert len(got) == 50 and got[0][1] == b"first"  # the oldest is still there
+        await store.rescue_ack([i for i, _ in got[:5]])
+        assert await store.rescue_add([b"z"] * 10) == 5
 
     run(RedisSettings(port=primary.port, rescue_maxlen=50), body)
-    with primary.client() as c:
-        assert c.xlen("tg:rescue") <= 150
 
 
 # -- replication and promotion -------------------------------------------------
@@ -495,7 +605,7 @@ def test_claims_replicate_and_a_promoted_replica_does_not_grant_them_again(tmp_p
 
         run(RedisSettings(port=first.port), on_primary)
         with second.client() as c:
-            assert c.exists(f"tg:{{{X}}}3", f"tg:{{{X}}}:a") == 2 and c.get(f"tg:{{{X}}}1") == b"2"
+            assert c.exists(f"tg:{{{X}}}3", f"tg:{{{X}}}w") == 2 and c.get(f"tg:{{{X}}}1") == b"0"
         run(RedisSettings(port=second.port), on_replica)
         first.kill()
         second.promote()
@@ -561,7 +671,7 @@ def test_slow_server_is_a_timeout(primary: RedisServer) -> None:
 
 def test_a_failing_script_is_a_script_error(primary: RedisServer, use: Use) -> None:
     with primary.client() as c:
-        c.hset(f"tg:{{{X}}}:a", "not", "a counter")
+        c.set(f"tg:{{{X}}}w", "not a window")
 
     async def body(store: RedisStore) -> None:
         with pytest.raises(StoreError) as err:
@@ -628,9 +738,9 @@ def test_cluster_claims_a_batch_spanning_all_masters_with_one_call_per_master(
         assert (await claim(store, "b", fps * 2))[1] == [False] * 30 + [True] * 30
         await store.mark_forwarded(ids[:30])
         assert await store.forwarded(ids[:60]) == [True] * 30 + [False] * 30
-        added = await store.rescue_add([b"r1", b"r2"])
+        assert await store.rescue_add([b"r1", b"r2"]) == 2
         got = await store.rescue_read("m", block_ms=100)
-        assert [i for i, _ in got] == added and await store.rescue_ack(added) == 2
+        assert [p for _, p in got] == [b"r1", b"r2"] and await store.rescue_ack([i for i, _ in got]) == 2
         assert store.stats()["entries"] > 0
 
     run(RedisSettings(port=cluster.startup[1], cluster=True, prefix="c1:"), body)

@@ -1,0 +1,225 @@
+"""The master's path: claim, spool, sink, mark forwarded, wait for the replica.
+
+Strategy: one lock makes this the only writer to the sink, so batches reach
+the sink in the order of their seqs and a watermark never covers a batch
+still on its way. The lease is checked again right before every sink write
+(retries included); a master whose lease lapsed holds the batch until it is
+renewed, and one that stepped down hands it to the standby side. A batch's
+mark (one watermark write, or one mark per id for ids taken one by one) and
+the WAIT for the replica go out in one round trip behind the sink write, so
+the next batch's claim overlaps them; the next batch reaches the sink only
+once the previous one is marked and replicated. So a promoted replica lacks
+at most the one batch in flight, and the spool, acknowledged after the
+replica has the mark, holds exactly that batch after a crash.
+
+When the store cannot be reached the master numbers and claims in its
+`LocalRecord` (degraded mode) and remembers what the store missed; once it
+answers again (tried at most every `retry_after` seconds, before anything
+else is sent to it) the master writes back just those claims, marks and
+counters, or the whole window when the store lost its data set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from dedup import FencedError, StoreError, fingerprint
+from formats import Event
+from gateway.ha._rescue import encode_rescue
+
+if TYPE_CHECKING:
+    from gateway.ha.stage import HaStage
+
+log = logging.getLogger(__name__)
+
+
+class MasterPath:
+    """Forwards batches as master for `stage`; see the module docstring."""
+
+    def __init__(self, stage: HaStage, replica_wait: float, retry_after: float) -> None:
+        self.stage = stage
+        self.replica_wait = replica_wait
+        self.retry_after = retry_after
+        self.lock = asyncio.Lock()
+        self.replicas = 0  # replicas to WAIT for (set from the primary's ROLE by the lease keeper)
+        self.replica_lagging = False  # a WAIT timed out: marks go on without waiting until it caught up
+        self._seq = 0
+        self._marking: asyncio.Task[None] | None = None
+        self.degraded = False
+        self._retry_at = 0.0
+        self._unsynced: list[str] = []  # forwarded while the store missed it: claim and mark
+        self._uncounted: list[str] = []  # numbered here while degraded: counters
+        self._resync_all = False
+
+    async def forward_new(self, events: Sequence[Event]) -> None:
+        """Number, claim and forward events received as master; hold them if the role was lost."""
+        stage = self.stage
+        fps = [fingerprint(e) for e in events]
+        async with self.lock:
+            if not stage.forwarding():
+                stage.hold(events)
+                return
+            await self._recover()
+            seq = None
+            if not self.degraded:
+                seq = self._seq + 1
+                try:
+                    ids, won = await stage.store.claim(stage.node, fps, stage.mode, stage.window,
+                                                       stage.clock(), seq)
+                    self._seq = seq
+                    stage.local.note(ids, forwarded=False)
+                except StoreError as exc:
+                    if self._refused(exc):
+                        stage.hold(events)
+                        return
+                    self._store_down(exc)
+            if self.degraded:
+                seq = None
+                local = stage.local.store()
+                ids, won = local.claim_now(stage.node, fps, stage.mode, stage.window, stage.clock())
+                self._uncounted += ids
+                self._bound_unsynced()
+            keep = [i for i, w in enumerate(won) if w]
+            stage.counters.dropped["duplicate"] += len(events) - len(keep)
+            await self._write([events[i] for i in keep], [fps[i] for i in keep], [ids[i] for i in keep], seq)
+
+    async def forward_taken(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> bool:
+        """Forward events whose ids this master took one by one; False (and handed back) if not master."""
+        async with self.lock:
+            if not self.stage.forwarding():
+                self.stage.hand_back(events, fps, ids)
+                return False
+            await self._write(events, fps, ids, None)
+            return True
+
+    def _refused(self, exc: StoreError) -> bool:
+        """A write refused because this node is no longer the master's: tell the stage; True if so."""
+        if isinstance(exc, FencedError):
+            self.stage.fenced(exc.epoch)
+            return True
+        if exc.reason == "readonly":
+            self.stage.lost_primary()
+            return True
+        return False
+
+    async def _write(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str],
+                     seq: int | None) -> None:
+        """Spool, sink (the lease checked before each attempt), then mark behind; under the lock."""
+        if not events:
+            return
+        stage = self.stage
+        spool = stage.spool
+        batch = None
+        if spool is not None:
+            batch = spool.append([encode_rescue(e, f, i, claimed=True) for e, f, i in zip(events, fps, ids,
+                                                                                         strict=True)])
+        await self.marked()  # the previous batch is marked and replicated before this one is sent
+        if not await stage.forwarder.forward(events, fps, ids, stage.wait_forwarding):
+            stage.hand_back(events, fps, ids)  # the standby side holds them now
+            if spool is not None and batch is not None:
+                spool.ack(batch)
+            return
+        stage.counters.sent += len(events)
+        stage.local.note(ids, forwarded=True)
+        self._marking = asyncio.create_task(self._mark(ids, seq, batch))
+
+    async def _mark(self, ids: Sequence[str], seq: int | None, batch: int | None) -> None:
+        """Mark a forwarded batch in the store and wait for the replica; then ack it in the spool."""
+        stage = self.stage
+        replicas = 0 if self.replica_lagging else self.replicas
+        if not self.degraded:
+            try:
+                if seq is None:
+                    acked = await stage.store.mark_forwarded(ids, stage.window, replicas, self.replica_wait)
+                else:
+                    acked = await stage.store.forwarded_through(seq, ids[-1], replicas, self.replica_wait)
+                if acked < replicas:
+                    self.replica_lagging = True
+                    stage.counters.errors["replica_wait_timeout"] += 1
+                    stage.report(logging.WARNING, "replica_wait",
+                                 "the replica did not confirm a mark in %.1fs; marks go on without waiting",
+                                 self.replica_wait)
+            except StoreError as exc:
+                if not self._refused(exc):
+                    self._store_down(exc)
+                    self._unsynced += ids
+                    self._bound_unsynced()
+        else:
+            self._unsynced += ids
+            self._bound_unsynced()
+        if stage.spool is not None and batch is not None:
+            stage.spool.ack(batch)
+
+    async def marked(self) -> None:
+        """Return once every batch forwarded so far is marked (or kept for the write-back)."""
+        task = self._marking
+        if task is None:
+            return
+        try:
+            await task
+        except Exception:  # a bug: the mark handles store errors itself
+            log.exception("marking forwarded failed")
+        self._marking = None
+
+    # -- store outages ------------------------------------------------------
+
+    def _store_down(self, exc: StoreError) -> None:
+        stage = self.stage
+        if not self.degraded:
+            log.error("store unreachable (%s); degraded mode: numbering here until it answers", exc.reason)
+            self._retry_at = time.monotonic() + self.retry_after
+        self.degraded = True
+        stage.counters.errors[f"store_{exc.reason}"] += 1
+
+    async def _recover(self) -> None:
+        """While degraded (trying at most every `retry_after` s): write back, and leave degraded mode."""
+        if not self.degraded or time.monotonic() < self._retry_at:
+            return
+        await self.marked()  # what it could not mark is written back below
+        self._retry_at = time.monotonic() + self.retry_after
+        try:
+            await self.write_back()
+        except StoreError as exc:
+            self.stage.counters.errors[f"store_{exc.reason}"] += 1
+            self._refused(exc)
+            return
+        self.degraded = False
+        log.warning("store reachable again; wrote back what was forwarded meanwhile")
+
+    async def write_back(self) -> None:
+        """Tell the store what it missed: claims, marks and this node's counters.
+
+        Everything this node numbered and forwarded within the window when the
+        store lost its data set (or the list of what it missed outgrew
+        `max_pending`). Raises `StoreError`, keeping what is left to tell.
+        """
+        stage = self.stage
+        store = stage.store
+        if self._resync_all or await store.fresh():
+            self._resync_all, self._unsynced, self._uncounted = True, [], []
+            counted, ids = stage.local.numbered(), stage.local.forwarded()
+        else:
+            counted, self._uncounted = self._uncounted, []
+            ids, self._unsynced = self._unsynced, []
+        try:
+            for start in range(0, len(counted), 4096):
+                await store.count_ids(stage.node, counted[start : start + 4096], stage.window)
+            counted = []
+            for start in range(0, len(ids), 4096):
+                chunk = ids[start : start + 4096]
+                await store.claim_ids(chunk, stage.window, stage.clock())
+                await store.mark_forwarded(chunk, stage.window)
+        except StoreError:
+            if not self._resync_all:  # what was added meanwhile stays too
+                self._uncounted[:0] = counted
+                self._unsynced[:0] = ids
+            raise
+        self._resync_all = False
+
+    def _bound_unsynced(self) -> None:
+        if len(self._unsynced) + len(self._uncounted) > self.stage.max_pending:
+            self._resync_all, self._unsynced, self._uncounted = True, [], []

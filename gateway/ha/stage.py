@@ -1,0 +1,439 @@
+"""The pipeline stage of a node of an HA pair.
+
+Strategy: both nodes receive every event and number their copies inside one
+window per fingerprint in the shared store, so the same occurrence gets the
+same id on both. Only a master whose lease is valid forwards (`MasterPath`).
+Any other node holds its events in the `PendingBuffer` until the store shows
+them forwarded, and rescues what the master has not forwarded in time: it
+puts them on the rescue stream, which the master reads, takes and forwards,
+so an event only the standby received still arrives exactly once.
+
+Each piece of state has one owner. The pipeline hands batches over
+(`handle`): a master forwards them, anyone else appends them to `_held`. The
+standby loop alone owns the pending buffer: it numbers what is held, checks
+and rescues what is due, and, once the node is master, flushes what it holds
+(the promotion flush). The rescue loop, as master, takes what the standby
+handed over. Both loops forward through `MasterPath`, whose lock serializes
+the sink. A batch the master could not send because it stepped down comes
+back to the standby loop through `_returned`.
+
+Every write carries the node's epoch; a store that refuses it (a higher
+epoch exists) makes the node step down at once (`fenced`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from dedup import FencedError, Mode, StoreError, fingerprint
+from dedup.pair import PairStore
+from formats import Event
+from gateway._ratelog import RateLimited
+from gateway.forward import Forwarder
+from gateway.ha._lease import Lease, Role
+from gateway.ha._local import LocalRecord
+from gateway.ha._master import MasterPath
+from gateway.ha._pending import PendingBuffer
+from gateway.ha._rescue import decode_rescue, encode_rescue
+from gateway.metrics import Counters
+from gateway.spool import Spool
+
+log = logging.getLogger(__name__)
+
+_NUMBER_CHUNK = 8192  # held events numbered in one store call
+_RECLAIM_EVERY = 5.0  # seconds between two looks for rescue entries a gone master had read
+
+
+class HaStage:
+    """The HA pipeline stage (see the module docstring)."""
+
+    def __init__(
+        self,
+        node: str,
+        store: PairStore,
+        forwarder: Forwarder,
+        mode: Mode,
+        window: float,
+        lease: Lease,
+        grace: float = 2.0,
+        check_after: float = 0.3,
+        max_pending: int = 1_000_000,
+        spool: Spool | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        retry_after: float = 0.5,
+        replica_wait: float = 1.0,
+    ) -> None:
+        self.node = node
+        self.store = store
+        self.forwarder = forwarder
+        self.mode = mode
+        self.window = window
+        self.grace = grace
+        self.max_pending = max_pending
+        self.spool = spool
+        self.clock = clock
+        self.monotonic = monotonic
+        self.counters = Counters("ha", "stage")
+        self.report = RateLimited(log)
+        self.local = LocalRecord(node, window, max_pending, clock)
+        self.pending = PendingBuffer(max_pending, check_after, grace, window, clock())
+        self.master = MasterPath(self, replica_wait, retry_after)
+        self._lease = Lease(Role.STANDBY)
+        self._lease_moved = asyncio.Event()
+        self._held: list[Event] = []  # received while not forwarding, to be numbered
+        self._returned: list[tuple[Event, str, str]] = []  # numbered, sent back by a master that stepped down
+        self._wake = asyncio.Event()
+        self._flushed: asyncio.Future[int] | None = None  # resolved by the promotion flush
+        self._tasks: list[asyncio.Task[None]] = []
+        # Called with the store's epoch when a write is refused (set by `Roles`).
+        self.on_fenced: Callable[[int], None] = self._step_down_here
+        self.on_lost_primary: Callable[[], None] = lambda: None
+        self.lease = lease
+
+    # -- the lease ------------------------------------------------------------
+
+    @property
+    def lease(self) -> Lease:
+        """The current lease."""
+        return self._lease
+
+    @lease.setter
+    def lease(self, lease: Lease) -> None:
+        was_forwarding = self.forwarding()
+        self._lease = lease
+        self.store.epoch = max(lease.epoch, 1)
+        if lease.role is Role.MASTER:
+            self.forwarder.epoch = lease.epoch
+        self._lease_moved.set()
+        if self.forwarding() and not was_forwarding:
+            self._wake.set()
+
+    def forwarding(self) -> bool:
+        """True while this node is a master with a valid lease."""
+        return self._lease.forwarding(self.monotonic())
+
+    async def wait_forwarding(self) -> bool:
+        """Wait while the lease has lapsed but the role is still master; False once it is not master."""
+        while True:
+            if self.forwarding():
+                return True
+            if self._lease.role is not Role.MASTER:
+                return False
+            self._lease_moved.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lease_moved.wait(), 0.05)
+
+    def fenced(self, epoch: int) -> None:
+        """A write was refused: the store has seen `epoch`, higher than this node's."""
+        self.counters.errors["fenced"] += 1
+        self.report(logging.WARNING, "fenced", "a write was refused: the store is at epoch %d, this node"
+                    " at %d; stepping down", epoch, self._lease.epoch)
+        self.on_fenced(epoch)
+
+    def _step_down_here(self, epoch: int) -> None:
+        if epoch > self._lease.epoch or self._lease.role is Role.MASTER:
+            self.lease = Lease(Role.STANDBY, max(epoch, self._lease.epoch))
+
+    def lost_primary(self) -> None:
+        """The store answered read-only: this node's Redis is no longer the primary.
+
+        Forwarding stops until the lease keeper confirms the role again (or steps the node down).
+        """
+        self.counters.errors["store_readonly"] += 1
+        self.report(logging.WARNING, "readonly", "the store is read-only (a replica now); forwarding paused")
+        if self._lease.role is Role.MASTER:
+            self.lease = dataclasses.replace(self._lease, until=0.0)
+        self.on_lost_primary()
+
+    # -- the pipeline stage ---------------------------------------------------
+
+    async def handle(self, events: list[Event]) -> None:
+        """Forward (master with a lease) or hold (anyone else) a batch."""
+        self.counters.received += len(events)
+        if self.forwarding():
+            await self.master.forward_new(events)
+        else:
+            self.hold(events)
+
+    def hold(self, events: Sequence[Event]) -> None:
+        """Keep events for the standby loop to number, within `max_pending`."""
+        held = self._held
+        held += events
+        overflow = len(held) - self.max_pending
+        if overflow > 0:
+            self.counters.dropped["pending_overflow"] += overflow
+            del held[:overflow]
+        self._wake.set()
+
+    def hand_back(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
+        """Numbered events a master could not send (it stepped down): the standby loop holds them."""
+        self._returned += zip(events, fps, ids, strict=True)
+        self._wake.set()
+
+    # -- the standby loop: the only owner of `pending` ------------------------
+
+    async def standby_round(self) -> bool:
+        """One round of the standby loop; True when more is due already.
+
+        As master: forward what is held and flush the pending buffer (the
+        promotion flush). Otherwise: number what is held, then check what is
+        due and rescue what the master did not forward.
+        """
+        if self.forwarding():
+            await self._flush_as_master()
+            return False
+        if not await self._number_held():
+            return False
+        return await self._reconcile()
+
+    async def _number_held(self) -> bool:
+        """Number the held events into the pending buffer; False when the store did not answer."""
+        if self._returned:
+            returned, self._returned = self._returned, []
+            self._add_pending([r[0] for r in returned], [r[1] for r in returned], [r[2] for r in returned])
+        while self._held:
+            events = self._held[:_NUMBER_CHUNK]
+            fps = [fingerprint(e) for e in events]
+            try:
+                ids = await self.store.number(self.node, fps, self.mode, self.window)
+            except StoreError as exc:
+                self._store_trouble(exc, "numbering")
+                return False
+            del self._held[: len(events)]
+            self.local.note(ids, forwarded=False)
+            self._add_pending(events, fps, ids)
+        return True
+
+    def _add_pending(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
+        shed = self.pending.add(events, fps, ids)
+        if shed:
+            self.counters.dropped["pending_overflow"] += shed
+
+    async def _reconcile(self, most: int = 8192) -> bool:
+        pending = self.pending
+        now = self.clock()
+        try:
+            pending.learn_progress(await self.store.progress(), now)
+        except StoreError as exc:
+            self._store_trouble(exc, "reading progress")
+            return False
+        due = pending.due(now, most)
+        if not due:
+            return False
+        try:
+            done = await self.store.forwarded(due)
+        except StoreError as exc:
+            pending.ask_again(due)
+            self._store_trouble(exc, "checking forwarded")
+            return False
+        rescue, expired = pending.settle(due, done, now)
+        if expired:
+            self.counters.dropped["pending_expired"] += expired
+            self.report(logging.WARNING, "expired",
+                        "%d pending events were not forwarded within the window; dropped", expired)
+        if rescue:
+            try:
+                taken = await self.store.rescue_add([encode_rescue(e.event, e.fp, i) for i, e in rescue])
+            except StoreError as exc:
+                self._store_trouble(exc, "rescuing")
+                return False
+            self.counters.handed_over["rescued"] += taken
+            if taken < len(rescue):
+                self.counters.errors["rescue_stream_full"] += len(rescue) - taken
+                self.report(logging.WARNING, "rescue_full", "the rescue stream is full; rescues wait")
+        return len(due) == most
+
+    def _store_trouble(self, exc: StoreError, doing: str) -> None:
+        """A standby's store error: one line per condition, a counter; a refusal makes it learn the epoch."""
+        if isinstance(exc, FencedError):
+            self.on_fenced(exc.epoch)
+            return
+        self.counters.errors[f"store_{exc.reason}"] += 1
+        self.report(logging.ERROR, f"store_{exc.reason}", "store error while %s: %s", doing, exc)
+        if exc.reason == "readonly":
+            self.on_lost_primary()
+
+    async def _flush_as_master(self) -> None:
+        """Forward what is held, then every pending entry not forwarded yet (after a promotion)."""
+        flushed = 0
+        while self._held and self.forwarding():
+            held, self._held = self._held[:_NUMBER_CHUNK], self._held[_NUMBER_CHUNK:]
+            await self.master.forward_new(held)
+        if self._returned:
+            returned, self._returned = self._returned, []
+            self._add_pending([r[0] for r in returned], [r[1] for r in returned], [r[2] for r in returned])
+        entries = self.pending.take_all()
+        ids = list(entries)
+        try:
+            for start in range(0, len(ids), 4096):
+                chunk = ids[start : start + 4096]
+                taken = await self.store.take_ids(chunk, self.window)
+                mine = self.local.not_forwarded_here(chunk)
+                todo = [i for i, t, m in zip(chunk, taken, mine, strict=True) if t == 1 and m]
+                self.counters.dropped["forwarded_already"] += len(chunk) - len(todo)
+                if not await self.master.forward_taken([entries[i].event for i in todo],
+                                                       [entries[i].fp for i in todo], todo):
+                    raise _NotMaster
+                flushed += len(todo)
+                for i in chunk:
+                    del entries[i]
+        except (StoreError, _NotMaster) as exc:
+            # Not flushed: back into the buffer, for the next round or the standby side.
+            self._add_pending([e.event for e in entries.values()], [e.fp for e in entries.values()],
+                              list(entries))
+            if isinstance(exc, StoreError):
+                self._store_trouble(exc, "flushing pending events")
+            return
+        if self._flushed is not None and not self._flushed.done():
+            self._flushed.set_result(flushed)
+        if flushed:
+            log.warning("forwarded %d pending events on promotion", flushed)
+
+    async def flushed(self, timeout: float) -> int | None:
+        """After a promotion: wait for the standby loop's flush; how many it forwarded (None: not yet)."""
+        self._flushed = asyncio.get_running_loop().create_future()
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._flushed), timeout)
+        except TimeoutError:
+            return None
+
+    # -- the rescue loop (as master) -----------------------------------------
+
+    async def rescue_round(self, block_ms: int = 200, reclaim: bool = False) -> int:
+        """As master: take and forward what a standby (or a spool) put on the rescue stream.
+
+        With `reclaim`, also entries another master read and never
+        acknowledged (it died). Returns how many it forwarded.
+        """
+        entries = await self.store.rescue_read(self.node, 1024, block_ms)
+        if reclaim:
+            entries += await self.store.rescue_reclaim(self.node, int(self.grace * 2000), 1024)
+        if not entries:
+            return 0
+        decoded = [decode_rescue(payload) for _, payload in entries]
+        ids = [event_id for _, _, event_id, _ in decoded]
+        taken = await self.store.take_ids(ids, self.window)
+        mine = self.local.not_forwarded_here(ids)
+        chosen = [d for d, t, m in zip(decoded, taken, mine, strict=True) if t == 1 and m]
+        self.counters.dropped["forwarded_already"] += len(decoded) - len(chosen)
+        if not await self.master.forward_taken([d[0] for d in chosen], [d[1] for d in chosen],
+                                               [d[2] for d in chosen]):
+            return 0  # handed back; the entries stay unacknowledged for the next master
+        await self.store.rescue_ack([entry_id for entry_id, _ in entries])
+        return len(chosen)
+
+    async def recover_spool(self) -> int:
+        """Hand what the spool kept from a previous run to the master; raise this node's counters past it."""
+        if self.spool is None:
+            return 0
+        entries = self.spool.recover()
+        if not entries:
+            return 0
+        ids = [decode_rescue(e)[2] for e in entries]
+        await self.store.count_ids(self.node, ids, self.window)
+        start = 0
+        deadline = self.monotonic() + 10.0
+        while start < len(entries):
+            start += await self.store.rescue_add(entries[start : start + 1024])
+            if start < len(entries):
+                if self.monotonic() > deadline:
+                    raise StoreError("the rescue stream stayed full; the spool is kept", "rescue_full")
+                await asyncio.sleep(0.2)
+        self.spool.clear()
+        return len(entries)
+
+    async def restore_counters(self) -> None:
+        """On promotion: raise this node's counters in its (new) store to what it numbered itself."""
+        numbered = self.local.numbered()
+        for start in range(0, len(numbered), 4096):
+            await self.store.count_ids(self.node, numbered[start : start + 4096], self.window)
+
+    # -- loops ----------------------------------------------------------------
+
+    async def _standby_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+            self._wake.clear()
+            try:
+                while await self.standby_round():
+                    pass
+            except Exception:  # the loop must outlive a bug in one round
+                log.exception("standby round failed")
+                await asyncio.sleep(0.5)
+
+    async def _rescue_loop(self) -> None:
+        reclaim_at = 0.0
+        while True:
+            if not self.forwarding():
+                await asyncio.sleep(0.1)
+                continue
+            now = self.monotonic()
+            reclaim = now >= reclaim_at
+            if reclaim:
+                reclaim_at = now + _RECLAIM_EVERY
+            try:
+                await self.rescue_round(reclaim=reclaim)
+            except StoreError as exc:
+                self._store_trouble(exc, "taking rescues")
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("rescue round failed")
+                await asyncio.sleep(0.5)
+
+    def start(self) -> None:
+        """Start the standby loop and the rescue loop."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._standby_loop()), loop.create_task(self._rescue_loop())]
+
+    async def keep_store(self) -> None:
+        """Mark the store's data set as this pair's, so that losing it later shows (`write_back`);
+        forget the watermarks of epochs gone for longer than the window."""
+        with contextlib.suppress(StoreError):
+            await self.store.fresh()
+            await self.store.prune_epochs(self.window + 60)
+
+    async def stop(self) -> None:
+        """Stop the loops, once the last mark is written."""
+        await self.master.marked()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def drain(self) -> None:
+        """Let the batch in the sink finish and its mark be written and replicated (a graceful step-down)."""
+        async with self.master.lock:
+            await self.master.marked()
+
+    def gauges(self) -> dict[str, float]:
+        """Pending entries, lease, epoch, degraded flag, store figures."""
+        now = self.monotonic()
+        return {
+            "pending_events": len(self.pending) + len(self._held) + len(self._returned),
+            # As standby: how far behind this node's receiving the master's forwarding is.
+            "master_behind_seconds": self.pending.behind(self.clock()),
+            "degraded": 1.0 if self.master.degraded else 0.0,
+            "epoch": self._lease.epoch,
+            "master": 1.0 if self.forwarding() else 0.0,
+            "lease_remaining_seconds": self._lease.remaining(now),
+            "replica_lagging": 1.0 if self.master.replica_lagging else 0.0,
+            **{f"store_{k}": v for k, v in self.store.stats().items()},
+        }
+
+    def pending_count(self) -> int:
+        """Events this node holds, numbered or not."""
+        return len(self.pending) + len(self._held) + len(self._returned)
+
+
+class _NotMaster(Exception):
+    """The node stopped being master during the promotion flush."""
+
