@@ -217,26 +217,28 @@ class Roles:
         await self._follow_primary()
 
     async def _follow_primary(self) -> None:
-        """Point the store (and the local Redis) at the primary: the peer's, when it is one."""
+        """Point the store (and the local Redis) at the primary, the peer's when it is one; learn its epoch."""
         stage, peer = self.stage, self.peer
-        if peer is None:
-            return
-        try:
-            peer_role = await peer.role()
-        except StoreError as exc:
-            self.report(logging.WARNING, "peer_down", "the peer's Redis does not answer (%s)", exc.reason)
-            stage.store = peer
-            return
-        if peer_role.role == "master":
-            host, port = _host_port(self.peer_url)
+        primary = self.local
+        if peer is not None:
+            primary = peer
+            try:
+                peer_role = await peer.role()
+            except StoreError as exc:
+                self.report(logging.WARNING, "peer_down", "the peer's Redis does not answer (%s)", exc.reason)
+                stage.store = peer
+                return
             mine = await self._local_role()
-            if mine is None or mine.role != "slave" or mine.primary != (host, port):
-                await self.local.replicate_from(host, port)
-            stage.store = peer
-        else:
-            # The peer's Redis is itself a replica (of this one): this one stays the primary.
-            mine = await self._local_role()
-            stage.store = self.local if mine is not None and mine.role == "master" else peer
+            if peer_role.role == "master":
+                host, port = _host_port(self.peer_url)
+                if mine is None or mine.role != "slave" or mine.primary != (host, port):
+                    await self.local.replicate_from(host, port)
+            elif mine is not None and mine.role == "master":
+                primary = self.local  # the peer's Redis replicates this one, which stays the primary
+        stage.store = primary
+        epoch = (await primary.read_epoch())[0]
+        if epoch > stage.lease.epoch and stage.lease.role is Role.STANDBY:
+            stage.lease = Lease(Role.STANDBY, epoch)
         stage.store.epoch = max(stage.lease.epoch, 1)
 
     async def _local_role(self) -> ServerRole | None:

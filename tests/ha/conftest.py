@@ -4,6 +4,11 @@ Node a listens on 127.0.0.2, node b on 127.0.0.3, like two hosts; a's Redis
 is the primary while a is master, b's replicates it. The `Device` sends every
 event to both nodes, as a device configured with two trap destinations does,
 and can drop each copy on each path independently.
+
+For fault scenarios: a `Node` remembers when its process lived (`lives`) and
+when it was paused (`deaf`), the `Device` remembers every send (`sends`), so
+`fault_report` can tell what each text was owed: the sends that reached a
+node which stayed up.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +71,10 @@ class Node(GatewayProcess):
             "pipeline": {"flush_ms": 5.0},
         }))
         self.admin_url = f"http://{host}:{self.admin_port}"
+        self.spool = workdir / "spool"
+        # (start, end) of each process life and of each SIGSTOP; end None: still so.
+        self.lives: list[tuple[float, float | None]] = []
+        self.deaf: list[tuple[float, float | None]] = []
 
     def start(self) -> Node:
         self.proc = subprocess.Popen(
@@ -73,7 +83,59 @@ class Node(GatewayProcess):
             stderr=open(self.workdir / "stderr.log", "ab"),  # noqa: SIM115
         )
         self.wait_healthy(lambda: (self.workdir / "stderr.log").read_text())
+        self.lives.append((time.monotonic(), None))
         return self
+
+    def restart(self) -> Node:
+        """Start the process again with the same config; the output file is kept."""
+        assert self.proc is None or self.proc.poll() is not None, "still running"
+        return self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets but does nothing."""
+        assert self.proc is not None
+        self.deaf.append((time.monotonic(), None))
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        assert self.proc is not None and self.deaf and self.deaf[-1][1] is None
+        self.proc.send_signal(signal.SIGCONT)
+        self.deaf[-1] = (self.deaf[-1][0], time.monotonic())
+
+    def stayed_up_at(self, t: float, kernel_drops: int) -> bool:
+        """Whether a packet sent at `t` reached a process that is still alive.
+
+        A packet sent while the process was stopped counts only when the kernel
+        dropped nothing on its syslog socket (`kernel_drops`, from `udp_drops`),
+        so that it sat in the socket buffer.
+        """
+        if not any(start <= t and end is None for start, end in self.lives):
+            return False
+        paused = any(start <= t and (end is None or t <= end) for start, end in self.deaf)
+        return not paused or kernel_drops == 0
+
+    def udp_drops(self) -> int:
+        """Datagrams the kernel dropped on the syslog socket (/proc/net/udp); -1 when it is not open."""
+        ip = "".join(f"{int(octet):02X}" for octet in reversed(self.host.split(".")))
+        address = f"{ip}:{self.syslog_port:04X}"
+        rows = (line.split() for line in Path("/proc/net/udp").read_text().splitlines()[1:])
+        drops = [int(row[-1]) for row in rows if row[1] == address]
+        return sum(drops) if drops else -1
+
+    def spool_ids(self) -> set[str]:
+        """Event ids of the batches in the spool that were never acknowledged (node must be dead)."""
+        from gateway.ha import decode_rescue
+        from gateway.spool import Spool
+
+        assert self.proc is None or self.proc.poll() is not None, "read the spool of a dead node only"
+        if not self.spool.exists():
+            return set()
+        spool = Spool(self.spool)
+        try:
+            return {decode_rescue(entry)[2] for entry in spool.recover()}
+        finally:
+            spool.close()
 
     def set_role(self, role: str, lease: float | None = None) -> dict[str, Any]:
         """`trapgate role ROLE -c CONFIG [--lease S]`, the operator's command."""
@@ -91,11 +153,15 @@ class Node(GatewayProcess):
 
     def kill(self) -> None:
         assert self.proc is not None
+        if self.lives:
+            self.lives[-1] = (self.lives[-1][0], time.monotonic())
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            if self.deaf and self.deaf[-1][1] is None:
+                self.resume()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=15)
@@ -113,6 +179,7 @@ class Device:
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     sent: dict[str, set[str]] = field(default_factory=dict)  # seq -> names of nodes that got a copy
     seq: int = 0
+    sends: list[tuple[str, frozenset[str], float]] = field(default_factory=list)  # (text, got it, when)
 
     def __post_init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -120,14 +187,19 @@ class Device:
     def _targets(self) -> list[Node]:
         return [n for n in self.nodes if self.rng.random() >= self.loss]
 
+    def _record(self, text: str, targets: list[Node], when: float) -> None:
+        self.sent.setdefault(text, set()).update(n.name for n in targets)
+        self.sends.append((text, frozenset(n.name for n in targets), when))
+
     def syslog(self, text: str | None = None) -> str:
         self.seq += 1
         seq = f"s{self.seq}"
         line = f"<134>1 2026-01-01T00:00:00Z dev1 app - - - {text or seq}".encode()
         targets = self._targets()
+        when = time.monotonic()
         for node in targets:
             self.sock.sendto(line, (node.host, node.syslog_port))
-        self.sent.setdefault(text or seq, set()).update(n.name for n in targets)
+        self._record(text or seq, targets, when)
         return text or seq
 
     def custom(self) -> str:
@@ -135,10 +207,11 @@ class Device:
         seq = f"c{self.seq}"
         body = json.dumps({"FacilityID": "dev2", "DATA": [{"TYPE": "STRING", "KEY": "k", "MSG": seq}]})
         targets = self._targets()
+        when = time.monotonic()
         for node in targets:
             subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", "5", "--data-binary", body,
                             f"http://{node.host}:{node.http_port}/"], check=False)
-        self.sent.setdefault(seq, set()).update(n.name for n in targets)
+        self._record(seq, targets, when)
         return seq
 
     def snmp(self) -> str:
@@ -146,22 +219,29 @@ class Device:
         self.seq += 1
         seq = f"t{self.seq}"
         targets = self._targets()
+        when = time.monotonic()
         for node in targets:
             subprocess.run(["snmptrap", "-v", "2c", "-c", "public", f"{node.host}:{node.snmp_port}",
                             str(self.seq), "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.2.1.2.2.1.2.1", "s", seq],
                            check=False, timeout=5)
-        self.sent.setdefault(seq, set()).update(n.name for n in targets)
+        self._record(seq, targets, when)
         return seq
 
-    def run(self, count: int, rate: float, custom_every: int = 0, snmp_every: int = 0) -> None:
+    def run(self, count: int, rate: float, custom_every: int = 0, snmp_every: int = 0,
+            repeat_every: int = 0) -> None:
         """`count` events at about `rate` per second; every `custom_every`-th a custom
-        trap, every `snmp_every`-th an SNMP trap, the rest syslog."""
+        trap, every `snmp_every`-th an SNMP trap, every `repeat_every`-th a syslog
+        text sent 2 or 3 times in a row (identical occurrences), the rest syslog."""
         start = time.monotonic()
         for i in range(count):
             if custom_every and i % custom_every == 0:
                 self.custom()
             elif snmp_every and i % snmp_every == 1:
                 self.snmp()
+            elif repeat_every and i % repeat_every == repeat_every - 1:
+                text = f"r{self.seq + 1}"
+                for _ in range(self.rng.choice((2, 3))):
+                    self.syslog(text)
             else:
                 self.syslog()
             delay = start + (i + 1) / rate - time.monotonic()
@@ -187,19 +267,163 @@ def report(name: str, sent: dict[str, set[str]], seen: Counter[str]) -> tuple[se
 
 
 def wait_quiet(nodes: list[Node], timeout: float = 20.0) -> None:
-    """Until no node has pending events and the outputs stopped growing."""
+    """Until no running node has pending events and the outputs stopped growing.
+
+    Raises AssertionError, with the last counts seen, when that does not happen
+    within `timeout` seconds.
+    """
     deadline = time.monotonic() + timeout
     last = -1
+    seen: dict[str, Any] = {}
     while time.monotonic() < deadline:
         time.sleep(0.5)
         total = sum(len(n.events()) for n in nodes)
-        pending = 0
+        pending: dict[str, int] = {}
         for n in nodes:
             if n.proc is not None and n.proc.poll() is None:
-                pending += int(n.status()["role"]["pending"])
-        if total == last and pending == 0:
+                pending[n.name] = int(n.status()["role"]["pending"])
+        if total == last and not any(pending.values()):
             return
+        seen = {"lines before": last, "lines now": total, "pending": pending}
         last = total
+    raise AssertionError(f"not quiet after {timeout:.0f} s: {seen}")
+
+
+def text_of(event: dict[str, Any]) -> str:
+    """The text a `Device` sent, from a forwarded event."""
+    return event["varbinds"][0][2] if event["format"] == "snmp" else event["msg"]  # type: ignore[no-any-return]
+
+
+def forwarders_per_epoch(nodes: Iterable[Node]) -> dict[int, set[str]]:
+    """Epoch -> names of the nodes that forwarded something at that epoch (no "epoch" key: 0)."""
+    per: dict[int, set[str]] = {}
+    for n in nodes:
+        for e in n.events():
+            per.setdefault(int(e.get("epoch", 0)), set()).add(e["node"])
+    return dict(sorted(per.items()))
+
+
+def duplicate_ids(nodes: Iterable[Node]) -> Counter[str]:
+    """Event id -> lines, for the ids forwarded more than once over all outputs."""
+    ids = Counter(e["id"] for n in nodes for e in n.events())
+    return Counter({i: c for i, c in ids.items() if c > 1})
+
+
+def reused_ids(nodes: Iterable[Node]) -> dict[str, set[str]]:
+    """Event id -> texts, for the ids forwarded with more than one text."""
+    texts: dict[str, set[str]] = {}
+    for n in nodes:
+        for e in n.events():
+            texts.setdefault(e["id"], set()).add(text_of(e))
+    return {i: t for i, t in texts.items() if len(t) > 1}
+
+
+def doubled_under_new_ids(device: Device, nodes: Iterable[Node]) -> dict[str, int]:
+    """Text -> extra occurrences forwarded under ids of their own (more ids than sends that arrived)."""
+    expected = Counter(text for text, got, _ in device.sends if got)
+    ids: dict[str, set[str]] = {}
+    for n in nodes:
+        for e in n.events():
+            ids.setdefault(text_of(e), set()).add(e["id"])
+    return {t: len(i) - expected[t] for t, i in ids.items() if len(i) > expected[t]}
+
+
+def fault_report(name: str, device: Device, nodes: list[Node]) -> tuple[dict[str, int], dict[str, int]]:
+    """Print one line (sent / received-by-some / forwarded / lost / duplicated / forwarders
+    per epoch) and return (lost, doubled) as text -> occurrences.
+
+    A text is expected as many times as it was sent to at least one node, and
+    owed as many times as it reached a node that stayed up (`Node.stayed_up_at`).
+    Each distinct event id forwarded counts as one occurrence: lost = owed minus
+    distinct ids; doubled = lines beyond one per id, plus ids beyond the expected.
+    """
+    by_name = {n.name: n for n in nodes}
+    drops = {n.name: n.udp_drops() for n in nodes}
+    expected: Counter[str] = Counter()
+    owed: Counter[str] = Counter()
+    for text, got, when in device.sends:
+        if got:
+            expected[text] += 1
+        if any(name in by_name and by_name[name].stayed_up_at(when, drops[name]) for name in got):
+            owed[text] += 1
+    lines: Counter[str] = Counter()
+    ids: dict[str, set[str]] = {}
+    for n in nodes:
+        for e in n.events():
+            lines[text_of(e)] += 1
+            ids.setdefault(text_of(e), set()).add(e["id"])
+    lost = {t: owed[t] - len(ids.get(t, ())) for t in owed if owed[t] > len(ids.get(t, ()))}
+    doubled = {}
+    for t, copies in lines.items():
+        extra = copies - min(len(ids[t]), expected[t])
+        if extra > 0:
+            doubled[t] = extra
+    epochs = {epoch: "+".join(sorted(names)) for epoch, names in forwarders_per_epoch(nodes).items()}
+    print(f"{name}: sent {len(device.sends)} received-by-some {sum(expected.values())} "
+          f"forwarded {sum(lines.values())} lost {sum(lost.values())} duplicated {sum(doubled.values())} "
+          f"forwarders per epoch {epochs}")
+    return lost, doubled
+
+
+class Load(threading.Thread):
+    """A `Device.run` in a thread of its own; `join` re-raises what the sender raised."""
+
+    def __init__(self, device: Device, count: int, rate: float, repeat_every: int) -> None:
+        super().__init__(daemon=True, name="load")
+        self.device, self.count, self.rate, self.repeat_every = device, count, rate, repeat_every
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.device.run(self.count, self.rate, repeat_every=self.repeat_every)
+        except BaseException as exc:  # handed to the joining thread
+            self.error = exc
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        assert not self.is_alive(), "the sender did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+def load_in_background(device: Device, count: int, rate: float, repeat_every: int = 50) -> Load:
+    """Start sending `count` events at `rate`/s (every `repeat_every`-th sent 2-3 times) in a thread."""
+    load = Load(device, count, rate, repeat_every)
+    load.start()
+    return load
+
+
+def wait_role(node: Node, role: str, epoch: int | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    """Until the node's /status role is `role` (at `epoch` or above); its role state then.
+
+    Raises AssertionError with the last state seen on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        state = node.status()["role"]
+        if state["role"] == role and (epoch is None or int(state["epoch"]) >= epoch):
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"node {node.name} not {role} at epoch >= {epoch} after {timeout} s: {state}")
+
+
+def pause_redis(server: RedisServer) -> None:
+    """SIGSTOP the redis-server process."""
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+
+
+def resume_redis(server: RedisServer) -> None:
+    """SIGCONT the redis-server process."""
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGCONT)
+
+
+def redis_role(server: RedisServer) -> str:
+    """"master" or "slave", from ``INFO replication``."""
+    with server.client(socket_timeout=2.0) as c:
+        return str(c.info("replication")["role"])
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import Trapgate
+from tests.redis_servers import RedisServer, require_redis_server
 
 
 @pytest.fixture
@@ -17,3 +18,11 @@ def trapgate(tmp_path: Path) -> Iterator[Trapgate]:
     code, err = node.stop()
     assert "Traceback" not in err, err
     assert code == 0, err
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own."""
+    require_redis_server()
+    with RedisServer(tmp_path / "r") as server:
+        yield server

@@ -4,43 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from dedup import Mode, StoreError, fingerprint
 from dedup.redis import RedisSettings, RedisStore
-from formats import Event
 from gateway.forward import Forwarder
-from gateway.ha import HaStage, Lease, Role, encode_rescue
+from gateway.ha import HaStage, Role, encode_rescue
 from gateway.spool import Spool
+from tests.integration.ha_parts import StuckSink, ev, lease, stage
 from tests.memory_sink import ListSink
-from tests.redis_servers import RedisServer, require_redis_server
-
-
-def ev(msg: str) -> Event:
-    return Event("syslog", ("10.0.0.9", 514), time.time(), {"msg": msg}, b"", (msg,))
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    require_redis_server()
-    with RedisServer(tmp_path / "r") as server:
-        yield server
-
-
-def lease(role: Role, epoch: int = 1) -> Lease:
-    """A lease that does not run out during a test (no lease keeper runs in process)."""
-    return Lease(role, epoch, until=math.inf if role is Role.MASTER else 0.0)
-
-
-def stage(redis: RedisServer, node: str, role: Role, sink: ListSink, spool: Spool | None = None,
-          epoch: int = 1) -> HaStage:
-    store = RedisStore(RedisSettings(port=redis.port))
-    return HaStage(node, store, Forwarder(node, sink), Mode.EXACT, 30.0, lease(role, epoch), spool=spool)
+from tests.redis_servers import RedisServer
 
 
 def test_master_killed_between_claim_and_sink_hands_its_spool_to_the_next_master(
@@ -260,13 +234,6 @@ def test_standby_rescues_what_the_master_passed_by_and_waits_for_what_it_has_yet
     assert rescued == [1, 2]
     assert sorted(sink.msgs()) == ["e1", "e2", "e3", "e4", "late", "only-b"]
     assert left == 0
-
-
-class StuckSink(ListSink):
-    """A sink that never takes anything: the process dies with the batch in hand."""
-
-    async def write(self, lines: list[bytes]) -> None:
-        await asyncio.Event().wait()
 
 
 def test_master_restarted_after_a_crash_mid_batch_forwards_that_batch_from_its_spool(

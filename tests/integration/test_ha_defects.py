@@ -1,0 +1,291 @@
+"""Defects of the HA data path, each reproduced with the real loops running against a real Redis.
+
+Each test mirrors a script of `shared/repro/ha/` (named in its docstring)
+or a defect of the HA issue, and failed on the code that had the defect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from dedup import Mode, fingerprint
+from dedup.redis import RedisSettings, RedisStore
+from gateway.errors import SinkError
+from gateway.ha import HaStage, Lease, Role
+from gateway.roles import Roles
+from gateway.spool import Spool
+from tests.integration.ha_parts import SlowFor, StuckSink, ev, lease, stage, until
+from tests.memory_sink import ListSink
+from tests.redis_servers import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+def test_promotion_flush_and_the_standby_loop_never_take_the_same_entries(redis: RedisServer) -> None:
+    """promotion_race.py: promotion used to flush beside the reconcile loop, which popped the same ids."""
+
+    async def main() -> tuple[ListSink, HaStage, dict[str, object]]:
+        sink = ListSink()
+        b = stage(redis, "b", Role.STANDBY, sink, epoch=0, grace=5.0, check_after=5.0)
+        roles = Roles(b, b.store, None, redis.url, "")  # type: ignore[arg-type]
+        b.start()
+        await roles.start("standby")
+        for i in range(0, 20_000, 1000):
+            await b.handle([ev(f"m{j}") for j in range(i, i + 1000)])
+        await until(lambda: len(b.pending) == 20_000, 10, "the standby to number 20,000 events")
+        state = await roles.set_role("master")
+        await until(lambda: len(sink.lines) >= 20_000, 10, "the flush")
+        await b.master.marked()
+        await roles.stop()
+        await b.stop()
+        await b.store.close()  # type: ignore[attr-defined]
+        return sink, b, state
+
+    sink, b, state = asyncio.run(main())
+    msgs = sink.msgs()
+    assert len(msgs) == 20_000 and len(set(msgs)) == 20_000
+    assert state["role"] == "master" and state["flushed"] == 20_000 and state["epoch"] >= 1
+    assert b.pending_count() == 0
+
+
+def test_a_watermark_never_covers_a_batch_still_in_the_sink(redis: RedisServer) -> None:
+    """watermark_early.py and writer_twice.py: after a lapse and renewal two master paths ran at once;
+    the later batch's watermark marked the earlier one forwarded while it was still in its sink write."""
+
+    async def main() -> tuple[list[bool], list[bool], list[str]]:
+        sink = SlowFor(b'"x', 1.0)
+        a = stage(redis, "a", Role.MASTER, sink)
+        standby_view = RedisStore(RedisSettings(port=redis.port))
+        a.start()
+        xs = [ev(f"x{i}") for i in range(3)]
+        ids = [f"{fingerprint(e)}-1" for e in xs]
+        await a.handle([ev("first")])
+        a.lease = Lease(Role.MASTER, 1, until=0.0)  # the lease lapses; the role stays
+        await a.handle(xs)  # held while the lease had lapsed
+        a.lease = lease(Role.MASTER)  # renewed
+        await asyncio.sleep(0.05)  # the standby loop forwards the held batch (slowly)
+        late = asyncio.create_task(a.handle([ev("y0")]))  # and the pipeline goes on meanwhile
+        await asyncio.sleep(0.3)
+        during = await standby_view.forwarded(ids)
+        await late
+        await until(lambda: len(sink.lines) == 5, 5, "every batch in the sink")
+        await a.master.marked()
+        after = await standby_view.forwarded(ids)
+        await a.stop()
+        await standby_view.close()
+        await a.store.close()  # type: ignore[attr-defined]
+        return during, after, sink.msgs()
+
+    during, after, msgs = asyncio.run(main())
+    assert during == [False, False, False], "marked forwarded while still in the sink write"
+    assert after == [True, True, True]
+    assert sorted(msgs) == ["first", "x0", "x1", "x2", "y0"]
+
+
+def test_both_nodes_number_an_occurrence_alike_across_the_end_of_the_window(redis: RedisServer) -> None:
+    """window_split.py: each node opened its own window; an occurrence between the two ends got
+    different ids on the two nodes, and two real occurrences were forwarded three times.
+
+    Now the window is the store's, opened by the first copy: the second
+    occurrence falls after its end on both nodes and is occurrence 1 of a new
+    window on both.
+    """
+    window = 2.0
+
+    async def main() -> tuple[list[str], HaStage]:
+        sink = ListSink()
+        a = stage(redis, "a", Role.MASTER, sink, window=window)
+        b = stage(redis, "b", Role.STANDBY, ListSink(), window=window, grace=0.3, check_after=0.05)
+        for s in (a, b):
+            s.start()
+        await a.handle([ev("same")])  # occurrence 1: the master numbers it at t
+        await asyncio.sleep(0.05)
+        await b.handle([ev("same")])  # the standby 50 ms later
+        await asyncio.sleep(window - 0.025)  # occurrence 2 lands between the two ends
+        await a.handle([ev("same")])
+        await b.handle([ev("same")])
+        await asyncio.sleep(1.5)
+        for s in (a, b):
+            await s.stop()
+            await s.store.close()  # type: ignore[attr-defined]
+        return [line.split(b'"id":"')[1].split(b'"')[0].decode() for line in sink.lines], b
+
+    ids, b = asyncio.run(main())
+    assert len(ids) == 2 and all(i.endswith("-1") for i in ids), ids
+    assert b.counters.handed_over["rescued"] == 0 and b.pending_count() == 0
+
+
+@pytest.mark.parametrize("spooled", [True, False])
+def test_a_master_restarted_after_dying_mid_batch_forwards_that_batch_once(
+    redis: RedisServer, tmp_path: Path, spooled: bool
+) -> None:
+    """restart_livelock.py: the dead master's claims refused the standby's rescues and its own
+    spool's, and nothing was forwarded for 4 windows."""
+
+    async def main() -> tuple[list[str], HaStage]:
+        b = stage(redis, "b", Role.STANDBY, ListSink(), window=4.0, grace=0.3, check_after=0.05)
+        b.start()
+        await b.handle([ev("x1"), ev("x2")])
+        await until(lambda: len(b.pending) == 2, 5, "the standby to number its copies")
+        a1 = stage(redis, "a", Role.MASTER, StuckSink(), Spool(tmp_path / "spool"), window=4.0)
+        if spooled:  # claimed, spooled, stuck in the sink when killed
+            crash = asyncio.create_task(a1.handle([ev("x1"), ev("x2")]))
+            await asyncio.sleep(0.2)
+            crash.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await crash
+        else:  # killed while awaiting the claim's reply: claimed on the server, nothing spooled
+            fps = [fingerprint(ev("x1")), fingerprint(ev("x2"))]
+            await a1.store.claim("a", fps, Mode.EXACT, 4.0, time.time(), seq=1)
+        assert a1.spool is not None
+        a1.spool.close()
+        await a1.store.close()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.5)  # the restart takes a moment; the standby rescues meanwhile
+        sink = ListSink()
+        a2 = stage(redis, "a", Role.MASTER, sink, Spool(tmp_path / "spool"), epoch=2, window=4.0, grace=0.3)
+        await a2.recover_spool()
+        a2.start()
+        await until(lambda: len(sink.lines) >= 2, 5, "the restarted master to forward x1 and x2")
+        await until(lambda: b.pending_count() == 0, 5, "the standby to see them forwarded")
+        await asyncio.sleep(0.5)  # room for a repeat to show
+        for s in (a2, b):
+            await s.stop()
+            await s.store.close()  # type: ignore[attr-defined]
+        return sink.msgs(), b
+
+    msgs, b = asyncio.run(main())
+    assert sorted(msgs) == ["x1", "x2"]
+    assert b.counters.dropped["pending_expired"] == 0
+
+
+def test_a_write_refused_for_a_lower_epoch_steps_the_master_down_and_it_forwards_nothing(
+    redis: RedisServer,
+) -> None:
+    async def main() -> tuple[ListSink, HaStage]:
+        sink = ListSink()
+        a = stage(redis, "a", Role.MASTER, sink)
+        a.start()
+        await a.handle([ev("before")])
+        await a.master.marked()
+        successor = RedisStore(RedisSettings(port=redis.port))
+        await successor.raise_epoch(2, "b")  # b was promoted meanwhile
+        await a.handle([ev("after-1"), ev("after-2")])
+        await asyncio.sleep(0.3)
+        await a.stop()
+        for store in (successor, a.store):
+            await store.close()  # type: ignore[attr-defined]
+        return sink, a
+
+    sink, a = asyncio.run(main())
+    assert sink.msgs() == ["before"]
+    assert a.lease.role is Role.STANDBY and a.lease.epoch == 2
+    assert a.counters.errors["fenced"] == 1
+    assert sorted(e.event.fields["msg"] for e in a.pending.entries.values()) == ["after-1", "after-2"]
+
+
+class FailingUntil(ListSink):
+    """Refuses every write until `ok` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ok = False
+        self.attempts = 0
+
+    async def write(self, lines: list[bytes]) -> None:
+        self.attempts += 1
+        if not self.ok:
+            raise SinkError("the manager is down")
+        self.lines += lines
+
+
+def test_the_lease_is_checked_before_every_sink_retry(redis: RedisServer) -> None:
+    async def main() -> tuple[FailingUntil, list[str], HaStage]:
+        sink = FailingUntil()
+        a = stage(redis, "a", Role.MASTER, sink)
+        a.lease = Lease(Role.MASTER, 1, until=time.monotonic() + 0.3)
+        a.start()
+        task = asyncio.create_task(a.handle([ev("e1")]))
+        await asyncio.sleep(0.5)  # retried while the lease ran out
+        sink.ok = True
+        await asyncio.sleep(0.5)
+        lapsed = sink.msgs()  # nothing may be written without a lease
+        a.lease = Lease(Role.STANDBY, 2)  # stepped down: the batch goes back to the standby side
+        await task
+        await asyncio.sleep(0.2)
+        await a.stop()
+        await a.store.close()  # type: ignore[attr-defined]
+        return sink, lapsed, a
+
+    sink, lapsed, a = asyncio.run(main())
+    assert lapsed == [] and sink.msgs() == []
+    assert sink.attempts >= 2
+    assert [e.event.fields["msg"] for e in a.pending.entries.values()] == ["e1"]
+
+
+def test_pending_entries_leave_at_the_end_of_the_window_and_rescues_back_off(redis: RedisServer) -> None:
+    """An entry nobody forwards (no master) was rescued every `grace`, forever, and never left."""
+
+    async def main() -> HaStage:
+        b = stage(redis, "b", Role.STANDBY, ListSink(), window=1.2, grace=0.1, check_after=0.05)
+        b.start()
+        await b.handle([ev(f"e{i}") for i in range(10)])
+        await until(lambda: b.pending_count() == 0, 5, "the entries to age out")
+        await b.stop()
+        await b.store.close()  # type: ignore[attr-defined]
+        return b
+
+    b = asyncio.run(main())
+    assert b.counters.dropped["pending_expired"] == 10
+    # grace 0.1 and doubling within 1.2 s: rescued at about 0.1, 0.2, 0.4, 0.8 s
+    assert 10 <= b.counters.handed_over["rescued"] <= 50
+    assert b.counters.sent == 0 and "rescued" not in b.counters.dropped
+
+
+def test_rescue_entries_a_dead_master_read_are_forwarded_by_the_next(redis: RedisServer) -> None:
+    async def main() -> ListSink:
+        b = stage(redis, "b", Role.STANDBY, ListSink(), grace=0.1, check_after=0.05)
+        b.start()
+        await b.handle([ev("r1"), ev("r2")])
+        await until(lambda: b.counters.handed_over["rescued"] >= 2, 5, "the rescue")
+        dead = RedisStore(RedisSettings(port=redis.port))
+        assert len(await dead.rescue_read("a", 10)) == 2  # read by a master that then died
+        await dead.close()
+        await b.stop()
+        sink = ListSink()
+        c = stage(redis, "c", Role.MASTER, sink, epoch=2, grace=0.1)
+        c.start()
+        await until(lambda: len(sink.lines) >= 2, 5, "the next master to reclaim them")
+        for s in (b, c):
+            await s.stop()
+            await s.store.close()  # type: ignore[attr-defined]
+        return sink
+
+    assert sorted(asyncio.run(main()).msgs()) == ["r1", "r2"]
+
+
+def test_a_store_outage_on_the_standby_is_one_log_line_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> HaStage:
+        store = RedisStore(RedisSettings(port=1, connect_timeout=0.05))
+        b = HaStage("b", store, None, Mode.EXACT, 30.0, lease(Role.STANDBY))  # type: ignore[arg-type]
+        b.start()
+        for _ in range(10):
+            await b.handle([ev("e")])
+            await asyncio.sleep(0.1)
+        await b.stop()
+        await store.close()
+        return b
+
+    with caplog.at_level(logging.INFO):
+        b = asyncio.run(main())
+    records = [r for r in caplog.records if r.name.startswith("gateway")]
+    assert len(records) == 1 and records[0].exc_info is None, [r.getMessage() for r in records]
+    assert "store error" in records[0].getMessage()
+    assert b.counters.errors["store_unavailable"] >= 5
