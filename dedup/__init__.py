@@ -5,7 +5,7 @@ of them to forward.
 """
 
 from dedup._dedup import Decisions, Deduplicator
-from dedup._fingerprint import event_id, fingerprint
+from dedup._fingerprint import event_id, fingerprint, split_id, window_tag
 from dedup._store import FencedError, Mode, Store, StoreError
 from dedup.memory import MemoryStore
 
@@ -19,4 +19,6 @@ __all__ = [
     "StoreError",
     "event_id",
     "fingerprint",
+    "split_id",
+    "window_tag",
 ]

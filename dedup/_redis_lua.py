@@ -3,14 +3,16 @@
 Keys, with prefix ``P`` and fingerprint ``f`` (the hash tag puts everything
 about one fingerprint in one cluster slot):
 
-* ``P{f}w``  - the window of ``f``: a hash of per-node occurrence counters,
-  opened (with a TTL of one window) by whichever node numbers the first copy,
+* ``P{f}w``  - the window of ``f``: a hash of per-node occurrence counters
+  and ``t``, the window's tag (its opening time on the server, in ms, hex).
+  Whichever node numbers the first copy opens it (with a TTL of one window),
   so both nodes number inside the same window and it closes for both at once;
-* ``P{f}k``  - the claim of id ``f-k``: ``0`` forwarded; ``e`` (below 2^20)
-  claimed one by one by a master of epoch ``e``; ``seq * 2^20 + e`` claimed
-  by the batch ``seq`` of the master of epoch ``e``, forwarded once that
-  epoch's watermark in ``Pforwarded`` reaches seq;
-* ``P{f}kf`` - the forwarded marker of an id whose claim is gone.
+* ``P{f}t-k`` - the claim of id ``f-t-k`` (occurrence k of window t):
+  ``0`` forwarded; ``e`` (below 2^20) claimed one by one by a master of
+  epoch ``e``; ``seq * 2^20 + e`` claimed by the batch ``seq`` of the master
+  of epoch ``e``, forwarded once that epoch's watermark in ``Pforwarded``
+  reaches seq;
+* ``P{f}t-kf`` - the forwarded marker of an id whose claim is gone.
 
 Beside them: ``P{pair}epoch`` (the highest epoch any writer has shown this
 server: the fencing token), ``P{pair}master`` (the node that took that epoch;
@@ -30,7 +32,7 @@ Each master term has its own epoch, so the epoch names the process that
 claimed a batch: a claim of a lower epoch than the taker's, not forwarded, was
 left by a master that is gone or fenced, and a rescue takes it over.
 
-After the tag, ``w`` is the window and digits a claim or a marker, so they
+After the tag, ``w`` is the window and ``t-k`` a claim or a marker, so they
 never collide. Values are integers: 0 and small epochs are Redis's shared
 objects, and a larger integer costs 16 bytes where a string would cost 48.
 
@@ -98,9 +100,9 @@ end
 
 _SPLIT_ID = """
 local function split_id(id)
-  local fp, k = string.match(id, '^(.+)-(%d+)$')
+  local fp, t, k = string.match(id, '^([^-]+)-(%x+)-(%d+)$')
   if not fp then error('malformed event id: ' .. id) end
-  return fp, k
+  return fp, t, k
 end
 """
 
@@ -111,40 +113,43 @@ def _script(source: str, *parts: str, writes: bool = True) -> Script:
     return Script(data, hashlib.sha1(data).hexdigest())
 
 
-# ARGV: prefix, mode ("e" exact / "s" suppress / "n" exact, counting the copies
-# but claiming nothing), window ms, node, want-evicted ("1"/"0"), the claims'
-# value, epoch, fingerprints (newline-separated). Returns one signed occurrence
-# per fingerprint (positive: won, negative: held by someone), then DBSIZE, then
-# evicted_keys (-1 when not asked for).
+# ARGV: prefix, mode ("e" exact / "s" suppress; "n" and "u" the same, numbering
+# the copies but claiming nothing), window ms, node, want-evicted ("1"/"0"), the claims'
+# value, epoch, fingerprints (newline-separated). Returns per fingerprint its
+# signed occurrence (positive: won, negative: held by someone) and its window's
+# tag, then DBSIZE, then evicted_keys (-1 when not asked for).
 CLAIM = _script("""
-local prefix, exact, window, node = ARGV[1], ARGV[2] ~= 's', ARGV[3], ARGV[4]
-local claim, value = ARGV[2] ~= 'n', ARGV[6]
+local prefix, window, node, how = ARGV[1], ARGV[3], ARGV[4], ARGV[2]
+local exact, claim, value = how == 'e' or how == 'n', how == 'e' or how == 's', ARGV[6]
 local refused = fenced(prefix, ARGV[7])
 if refused then return refused end
 local call = redis.call
+local now = call('TIME')
+local opened = string.format('%x', now[1] * 1000 + math.floor(now[2] / 1000))
 local out, n = {}, 0
 for fp in string.gmatch(ARGV[8] .. '\\n', '([^\\n]*)\\n') do
   local base = prefix .. '{' .. fp .. '}'
-  local k, ttl = 1, window
-  if exact then
-    -- The first copy on either node opens the window; every copy counts in it
-    -- and takes the window's remaining time.
-    local win = base .. 'w'
-    k = call('HINCRBY', win, node, 1)
-    ttl = call('PTTL', win)
-    if ttl < 0 then
-      call('PEXPIRE', win, window)
-      ttl = window
-    elseif ttl == 0 then
-      ttl = 1
-    end
-  end
-  n = n + 1
-  if not claim or call('SET', base .. k, value, 'NX', 'PX', ttl) then
-    out[n] = k
+  local win = base .. 'w'
+  -- The first copy on either node opens the window; every copy counts in it
+  -- and takes the window's remaining time.
+  local k = 1
+  if exact then k = call('HINCRBY', win, node, 1) end
+  local ttl, tag = call('PTTL', win), nil
+  if ttl < 0 then
+    call('HSET', win, 't', opened)
+    call('PEXPIRE', win, window)
+    ttl, tag = window, opened
   else
-    out[n] = -k
+    tag = call('HGET', win, 't')
+    if ttl == 0 then ttl = 1 end
   end
+  n = n + 2
+  if not claim or call('SET', base .. tag .. '-' .. k, value, 'NX', 'PX', ttl) then
+    out[n - 1] = k
+  else
+    out[n - 1] = -k
+  end
+  out[n] = tag
 end
 out[n + 1] = call('DBSIZE')
 out[n + 2] = -1
@@ -155,11 +160,11 @@ return out
 """, _FENCE)
 
 # ARGV: prefix, window ms, how ("c" claim, "b" bump and claim, "n" bump
-# only), node, epoch, fence epoch, ids (newline-separated). Claims the given ids (value:
-# the epoch) for one window each; a bump raises node's counter of each
-# fingerprint to the id's occurrence (opening the window when none is open),
-# so that node numbers its next copies after them. Returns 1/0 per id: won
-# (0 when nothing is claimed).
+# only), node, epoch, fence epoch, ids (newline-separated). Claims the given
+# ids (value: the epoch) for one window each; a bump raises node's counter of
+# each fingerprint to the id's occurrence, so that node numbers its next
+# copies after them: in the id's window when it is the open one, opening it
+# when none is open. Returns 1/0 per id: won (0 when nothing is claimed).
 CLAIM_IDS = _script("""
 local prefix, window, node, epoch = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
 local bump, claim = ARGV[3] ~= 'c', ARGV[3] ~= 'n'
@@ -168,18 +173,20 @@ if refused then return refused end
 local call = redis.call
 local out, n = {}, 0
 for id in string.gmatch(ARGV[7] .. '\\n', '([^\\n]*)\\n') do
-  local fp, k = split_id(id)
+  local fp, t, k = split_id(id)
   local base = prefix .. '{' .. fp .. '}'
   if bump then
     local win = base .. 'w'
-    local count = tonumber(call('HGET', win, node))
-    if not count or tonumber(k) > count then
+    local open = call('HGET', win, 't')
+    if not open then
+      call('HSET', win, 't', t, node, k)
+      call('PEXPIRE', win, window)
+    elseif open == t and tonumber(k) > tonumber(call('HGET', win, node) or '0') then
       call('HSET', win, node, k)
-      if call('PTTL', win) < 0 then call('PEXPIRE', win, window) end
     end
   end
   n = n + 1
-  if claim and call('SET', base .. k, epoch, 'NX', 'PX', window) then
+  if claim and call('SET', base .. t .. '-' .. k, epoch, 'NX', 'PX', window) then
     out[n] = 1
   else
     out[n] = 0
@@ -202,8 +209,8 @@ local marks = watermarks(ARGV[5])
 local call = redis.call
 local out, n = {}, 0
 for id in string.gmatch(ARGV[6] .. '\\n', '([^\\n]*)\\n') do
-  local fp, k = split_id(id)
-  local claim = prefix .. '{' .. fp .. '}' .. k
+  local fp, t, k = split_id(id)
+  local claim = prefix .. '{' .. fp .. '}' .. t .. '-' .. k
   local held = state(claim, marks)
   n = n + 1
   if held == 0 then
@@ -231,8 +238,8 @@ if refused then return refused end
 local call = redis.call
 local n = 0
 for id in string.gmatch(ARGV[4] .. '\\n', '([^\\n]*)\\n') do
-  local fp, k = split_id(id)
-  local claim = prefix .. '{' .. fp .. '}' .. k
+  local fp, t, k = split_id(id)
+  local claim = prefix .. '{' .. fp .. '}' .. t .. '-' .. k
   if not call('SET', claim, '0', 'XX', 'KEEPTTL') then
     call('SET', claim .. 'f', '0', 'PX', fallback)
   end
@@ -263,9 +270,9 @@ local prefix = ARGV[1]
 local marks = watermarks(ARGV[2])
 local out, n = {}, 0
 for id in string.gmatch(ARGV[3] .. '\\n', '([^\\n]*)\\n') do
-  local fp, k = split_id(id)
+  local fp, t, k = split_id(id)
   n = n + 1
-  out[n] = state(prefix .. '{' .. fp .. '}' .. k, marks) == 0 and 1 or 0
+  out[n] = state(prefix .. '{' .. fp .. '}' .. t .. '-' .. k, marks) == 0 and 1 or 0
 end
 return out
 """, _STATE, _SPLIT_ID, writes=False)

@@ -15,14 +15,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from itertools import islice
 
-from dedup._fingerprint import event_id
+from dedup._fingerprint import event_id, split_id, window_tag
 from dedup._store import Mode
 
 
 class _Bounded:
     """Keys with an expiry, oldest first, at most `cap` of them.
 
-    `values` may hold data per key; it loses a key with `expires`.
+    `values` and `tags` may hold data per key; they lose a key with `expires`.
     """
 
     def __init__(self, cap: int) -> None:
@@ -32,10 +32,20 @@ class _Bounded:
         # is O(1) here, O(deleted) in a plain dict.
         self.expires: OrderedDict[str, float] = OrderedDict()
         self.values: dict[str, int] = {}
+        self.tags: dict[str, str] = {}
 
     def _drop(self, key: str) -> None:
         del self.expires[key]
         self.values.pop(key, None)
+        self.tags.pop(key, None)
+
+    def reopen(self, key: str, until: float, tag: str, value: int) -> None:
+        """Open `key` anew (last in order: it closes last)."""
+        if key in self.expires:
+            self._drop(key)
+        self.expires[key] = until
+        self.tags[key] = tag
+        self.values[key] = value
 
     def expire(self, now: float) -> None:
         expires = self.expires
@@ -61,7 +71,9 @@ class MemoryStore:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
         self._claims = _Bounded(max_entries)
-        # Per node: fingerprint -> closing time of its window, and -> copies so far.
+        # Fingerprint -> closing time and tag of its window, opened by the first copy of any node.
+        self._open = _Bounded(max_entries)
+        # Per node: fingerprint -> its copies so far, and the tag of the window they count in.
         self._windows: dict[str, _Bounded] = {}
 
     def _node_windows(self, node: str) -> _Bounded:
@@ -74,27 +86,32 @@ class MemoryStore:
         self, node: str, fps: Sequence[str], mode: Mode, window: float, now: float
     ) -> tuple[list[str], list[bool]]:
         """Synchronous form of `claim`, for callers without an event loop."""
-        windows = self._node_windows(node)
+        exact = mode is Mode.EXACT
+        shared, windows = self._open, self._node_windows(node)
+        shared.expire(now)
         windows.expire(now)
         self._claims.expire(now)
-        closes, copies = windows.expires, windows.values
+        closes, tags = shared.expires, shared.tags
+        copies, counted_in = windows.values, windows.tags
         held = self._claims.expires
-        exact = mode is Mode.EXACT
         opens_until = now + window
+        opened = window_tag(now)
         ids, won = [], []
         for fp in fps:
-            if exact:
-                closes_at = closes.get(fp)
-                if closes_at is None or closes_at <= now:
-                    if closes_at is not None:
-                        del closes[fp]  # re-inserted last: it closes last
-                    closes_at = closes[fp] = opens_until
-                    k = copies[fp] = 1
-                else:
-                    k = copies[fp] = copies[fp] + 1
+            closes_at = closes.get(fp)
+            if closes_at is None or closes_at <= now:
+                closes_at = opens_until
+                shared.reopen(fp, closes_at, opened, 0)
+                tag = opened
             else:
-                closes_at, k = opens_until, 1
-            key = event_id(fp, k)
+                tag = tags[fp]
+            k = 1
+            if exact:
+                if counted_in.get(fp) == tag:
+                    k = copies[fp] = copies[fp] + 1
+                else:
+                    windows.reopen(fp, closes_at, tag, 1)
+            key = event_id(fp, tag, k)
             ids.append(key)
             held_until = held.get(key)
             if held_until is not None:
@@ -106,6 +123,7 @@ class MemoryStore:
                 del held[key]
             held[key] = closes_at
             won.append(True)
+        shared.enforce_cap()
         windows.enforce_cap()
         self._claims.enforce_cap()
         return ids, won
@@ -113,37 +131,58 @@ class MemoryStore:
     def count_ids(self, node: str, ids: Sequence[str], window: float, now: float) -> None:
         """Move `node`'s occurrence counters up to each id's occurrence; claim nothing.
 
-        Its next copies are then numbered after them; a window opens (for
-        `window` seconds) where none is open.
+        Its next copies are then numbered after them: in the id's window when
+        it is the open one, opening it (for `window` seconds) when none is
+        open; an id of another window moves nothing.
         """
-        windows = self._node_windows(node)
+        shared, windows = self._open, self._node_windows(node)
+        shared.expire(now)
         windows.expire(now)
-        closes, copies = windows.expires, windows.values
+        closes, tags = shared.expires, shared.tags
+        copies, counted_in = windows.values, windows.tags
         until = now + window
         for key in ids:
-            fp, _, k = key.rpartition("-")
-            count = int(k)
-            if closes.get(fp, 0.0) <= now:
-                closes.pop(fp, None)
-                closes[fp] = until
-                copies[fp] = count
+            fp, tag, count = split_id(key)
+            closes_at = closes.get(fp, 0.0)
+            if closes_at <= now:
+                closes_at = until
+                shared.reopen(fp, closes_at, tag, 0)
+            elif tags[fp] != tag:
+                continue
+            if counted_in.get(fp) != tag:
+                windows.reopen(fp, closes_at, tag, count)
             elif count > copies[fp]:
                 copies[fp] = count
+        shared.enforce_cap()
         windows.enforce_cap()
 
     def counted_ids(self, node: str, now: float) -> list[str]:
         """The id of `node`'s last copy of each fingerprint whose window is open."""
-        windows = self._node_windows(node)
+        shared, windows = self._open, self._node_windows(node)
+        shared.expire(now)
         windows.expire(now)
-        return [event_id(fp, k) for fp, k in windows.values.items()]
+        open_tags, tags = shared.tags, windows.tags
+        return [event_id(fp, tags[fp], k) for fp, k in windows.values.items()
+                if open_tags.get(fp) == tags[fp]]
 
     def claim_ids(self, ids: Sequence[str], window: float, now: float) -> list[bool]:
-        """Claim given event ids for `window` seconds; True where won (no counter moves)."""
+        """Claim given event ids for `window` seconds; True where won (no counter moves).
+
+        Where no window of an id's fingerprint is open, the id's window opens,
+        so that copies numbered here later fall in it (as in the store the id
+        came from).
+        """
         self._claims.expire(now)
+        shared = self._open
+        shared.expire(now)
+        closes = shared.expires
         held = self._claims.expires
         until = now + window
         won = []
         for key in ids:
+            fp, tag, _ = split_id(key)
+            if closes.get(fp, 0.0) <= now:
+                shared.reopen(fp, until, tag, 0)
             held_until = held.get(key)
             if held_until is not None and held_until > now:
                 won.append(False)
@@ -151,6 +190,7 @@ class MemoryStore:
             held.pop(key, None)
             held[key] = until
             won.append(True)
+        shared.enforce_cap()
         self._claims.enforce_cap()
         return won
 
@@ -166,8 +206,8 @@ class MemoryStore:
         return self.claim_now(node, fingerprints, mode, window, now)
 
     def open_windows(self) -> int:
-        """How many (node, fingerprint) occurrence windows are open."""
-        return sum(len(w.expires) for w in self._windows.values())
+        """How many fingerprint windows are open."""
+        return len(self._open.expires)
 
     def stats(self) -> dict[str, int]:
         """Live claims, open windows, and evictions by the caps so far."""
@@ -175,5 +215,5 @@ class MemoryStore:
             "entries": len(self._claims.expires),
             "evicted": self._claims.evicted,
             "windows": self.open_windows(),
-            "windows_evicted": sum(w.evicted for w in self._windows.values()),
+            "windows_evicted": self._open.evicted,
         }

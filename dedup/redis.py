@@ -159,7 +159,7 @@ class ServerRole(NamedTuple):
 
 
 def _fp_of_id(event_id: str) -> str:
-    return event_id.rpartition("-")[0]
+    return event_id.partition("-")[0]
 
 
 def _joined(items: Sequence[str]) -> str:
@@ -235,11 +235,9 @@ class RedisStore:
 
         For a node that does not forward (a standby): its copies take their
         place in its occurrence counters, so the ids stay consistent when it
-        becomes master. Suppress mode numbers every copy 1 without a call.
+        becomes master. Suppress mode numbers every copy 1, in the open window.
         """
-        if mode is Mode.SUPPRESS:
-            return [f"{fp}-1" for fp in fingerprints]
-        ids, _ = await self._claim(node, fingerprints, b"n", window, b"0")
+        ids, _ = await self._claim(node, fingerprints, b"n" if mode is Mode.EXACT else b"u", window, b"0")
         return ids
 
     async def _claim(
@@ -250,15 +248,16 @@ class RedisStore:
         self._claims += 1
         want_evicted = b"1" if self._claims % _EVICTED_EVERY == 1 else b"0"
         head = [self._prefix, how, _window_ms(window), node, want_evicted, value, self._fence]
-        signed = [0] * len(fingerprints)
+        ids = [""] * len(fingerprints)
+        won = [False] * len(fingerprints)
         for name, indexes, reply in await self._guard(self._per_node(CLAIM, head, fingerprints, str)):
             self._entries[name] = reply[-2]
             if reply[-1] >= 0:
                 self._evicted[name] = reply[-1]
-            for i, k in zip(indexes, reply[:-2], strict=True):
-                signed[i] = k
-        ids = [f"{fp}-{k if k > 0 else -k}" for fp, k in zip(fingerprints, signed, strict=True)]
-        return ids, [k > 0 for k in signed]
+            for i, k, tag in zip(indexes, reply[0:-2:2], reply[1:-2:2], strict=True):
+                ids[i] = f"{fingerprints[i]}-{tag.decode()}-{k if k > 0 else -k}"
+                won[i] = k > 0
+        return ids, won
 
     async def claim_ids(
         self, ids: Sequence[str], window: float, now: float, node: str | None = None

@@ -217,7 +217,10 @@ class Roles:
         await self._follow_primary()
 
     async def _follow_primary(self) -> None:
-        """Point the store (and the local Redis) at the primary, the peer's when it is one; learn its epoch."""
+        """Point the store, and the local Redis, at the primary: the peer's when it is one.
+
+        A standby also learns the primary's epoch here.
+        """
         stage, peer = self.stage, self.peer
         primary = self.local
         if peer is not None:

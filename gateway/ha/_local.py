@@ -6,14 +6,21 @@ forwarded itself, and on promotion (this node's counters go back to its new
 store, which may lag behind). Noting costs one append per batch; batches are
 folded into the `MemoryStore` only when it is read. Every method is
 synchronous, so no two tasks interleave inside one.
+
+While the store cannot be reached, this node opens windows of its own (its
+clock names them), and a copy the other node numbered in the store may carry
+another window tag for the same occurrence. Window tags are opening times, and
+two windows of one fingerprint in one store open at least a window apart, so
+an id whose fingerprint and occurrence match one forwarded here, in a window
+opened less than a window away, is the same occurrence (`forwarded_here`).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
-from dedup import MemoryStore
+from dedup import MemoryStore, split_id
 
 
 class LocalRecord:
@@ -23,8 +30,11 @@ class LocalRecord:
         self.node = node
         self.window = window
         self.clock = clock
+        self.max_entries = max_entries
         self._store = MemoryStore(max_entries)
         self._unfolded: deque[tuple[float, Sequence[str], bool]] = deque()
+        # "fingerprint-occurrence" -> the tag (ms) of the window it was forwarded in, oldest first.
+        self._occurrences: OrderedDict[str, int] = OrderedDict()
 
     def note(self, ids: Sequence[str], forwarded: bool) -> None:
         """Remember ids this node numbered (`forwarded` False) or forwarded."""
@@ -37,12 +47,20 @@ class LocalRecord:
     def store(self) -> MemoryStore:
         """The record with every noted batch folded in."""
         store, unfolded = self._store, self._unfolded
+        occurrences = self._occurrences
         while unfolded:
             at, ids, forwarded = unfolded.popleft()
             if forwarded:
                 store.claim_ids(ids, self.window, at)
+                for event_id in ids:
+                    fp, tag, k = split_id(event_id)
+                    key = f"{fp}-{k}"
+                    occurrences.pop(key, None)
+                    occurrences[key] = int(tag, 16)
             else:
                 store.count_ids(self.node, ids, self.window, at)
+        while len(occurrences) > self.max_entries:
+            occurrences.popitem(last=False)
         return store
 
     def numbered(self) -> list[str]:
@@ -54,5 +72,14 @@ class LocalRecord:
         return self.store().live_ids(self.clock())
 
     def not_forwarded_here(self, ids: Sequence[str]) -> list[bool]:
-        """For each id, True unless this node forwarded it within the window (and notes it forwarded)."""
-        return self.store().claim_ids(ids, self.window, self.clock())
+        """For each id, True unless this node forwarded it, or the same occurrence under another
+        window tag (see the module docstring), within the window; notes them forwarded."""
+        fresh = self.store().claim_ids(ids, self.window, self.clock())
+        occurrences, window_ms = self._occurrences, self.window * 1000
+        for i, event_id in enumerate(ids):
+            if fresh[i]:
+                fp, tag, k = split_id(event_id)
+                seen = occurrences.get(f"{fp}-{k}")
+                if seen is not None and abs(seen - int(tag, 16)) < window_ms:
+                    fresh[i] = False
+        return fresh

@@ -96,6 +96,15 @@ class MasterPath:
             await self._write(events, fps, ids, None)
             return True
 
+    async def recover(self) -> None:
+        """Write back and leave degraded mode when the store answers again (the rescue loop's tick).
+
+        Without it, a master that receives nothing after an outage would never write back.
+        """
+        if self.degraded:
+            async with self.lock:
+                await self._recover()
+
     def _refused(self, exc: StoreError) -> bool:
         """A write refused because this node is no longer the master's: tell the stage; True if so."""
         if isinstance(exc, FencedError):

@@ -89,6 +89,11 @@ class HaStage:
         self._held: list[Event] = []  # received while not forwarding, to be numbered
         self._returned: list[tuple[Event, str, str]] = []  # numbered, sent back by a master that stepped down
         self._wake = asyncio.Event()
+        # After the store could not be reached: when it answered again (None: not yet). Numbering
+        # waits `grace` from then, so that the master's write-back opens the windows it opened
+        # meanwhile first, and both nodes give the events of the outage the same ids.
+        self._outage = False
+        self._back_at: float | None = None
         self._flushed: asyncio.Future[int] | None = None  # resolved by the promotion flush
         self._tasks: list[asyncio.Task[None]] = []
         # Called with the store's epoch when a write is refused (set by `Roles`).
@@ -193,10 +198,13 @@ class HaStage:
         return await self._reconcile()
 
     async def _number_held(self) -> bool:
-        """Number the held events into the pending buffer; False when the store did not answer."""
+        """Number the held events into the pending buffer; False when the store did not answer
+        (or answers again since less than `grace`)."""
         if self._returned:
             returned, self._returned = self._returned, []
             self._add_pending([r[0] for r in returned], [r[1] for r in returned], [r[2] for r in returned])
+        if self._outage and not await self._outage_over():
+            return False
         while self._held:
             events = self._held[:_NUMBER_CHUNK]
             fps = [fingerprint(e) for e in events]
@@ -204,10 +212,26 @@ class HaStage:
                 ids = await self.store.number(self.node, fps, self.mode, self.window)
             except StoreError as exc:
                 self._store_trouble(exc, "numbering")
+                self._outage = not isinstance(exc, FencedError)
                 return False
             del self._held[: len(events)]
             self.local.note(ids, forwarded=False)
             self._add_pending(events, fps, ids)
+        return True
+
+    async def _outage_over(self) -> bool:
+        try:
+            await self.store.progress()
+        except StoreError as exc:
+            self._store_trouble(exc, "waiting for the store")
+            self._back_at = None
+            return False
+        now = self.monotonic()
+        if self._back_at is None:
+            self._back_at = now
+        if now - self._back_at < self.grace:
+            return False
+        self._outage, self._back_at = False, None
         return True
 
     def _add_pending(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
@@ -273,10 +297,7 @@ class HaStage:
         try:
             for start in range(0, len(ids), 4096):
                 chunk = ids[start : start + 4096]
-                taken = await self.store.take_ids(chunk, self.window)
-                mine = self.local.not_forwarded_here(chunk)
-                todo = [i for i, t, m in zip(chunk, taken, mine, strict=True) if t == 1 and m]
-                self.counters.dropped["forwarded_already"] += len(chunk) - len(todo)
+                todo = [i for i, take in zip(chunk, await self._take(chunk), strict=True) if take]
                 if not await self.master.forward_taken([entries[i].event for i in todo],
                                                        [entries[i].fp for i in todo], todo):
                     raise _NotMaster
@@ -319,15 +340,28 @@ class HaStage:
             return 0
         decoded = [decode_rescue(payload) for _, payload in entries]
         ids = [event_id for _, _, event_id, _ in decoded]
-        taken = await self.store.take_ids(ids, self.window)
-        mine = self.local.not_forwarded_here(ids)
-        chosen = [d for d, t, m in zip(decoded, taken, mine, strict=True) if t == 1 and m]
-        self.counters.dropped["forwarded_already"] += len(decoded) - len(chosen)
+        chosen = [d for d, take in zip(decoded, await self._take(ids), strict=True) if take]
         if not await self.master.forward_taken([d[0] for d in chosen], [d[1] for d in chosen],
                                                [d[2] for d in chosen]):
             return 0  # handed back; the entries stay unacknowledged for the next master
         await self.store.rescue_ack([entry_id for entry_id, _ in entries])
         return len(chosen)
+
+    async def _take(self, ids: Sequence[str]) -> list[bool]:
+        """Which of these handed-over ids to forward now: taken in the store, not forwarded here.
+
+        An id this node forwarded under another window tag (numbered while the
+        store could not be reached, see `LocalRecord`) is marked forwarded in
+        the store instead, so that the standby drops it.
+        """
+        taken = await self.store.take_ids(ids, self.window)
+        fresh = self.local.not_forwarded_here(ids)
+        aliases = [i for i, t, f in zip(ids, taken, fresh, strict=True) if t == 1 and not f]
+        if aliases:
+            await self.store.mark_forwarded(aliases, self.window)
+        chosen = [t == 1 and f for t, f in zip(taken, fresh, strict=True)]
+        self.counters.dropped["forwarded_already"] += chosen.count(False)
+        return chosen
 
     async def recover_spool(self) -> int:
         """Hand what the spool kept from a previous run to the master; raise this node's counters past it."""
@@ -380,6 +414,7 @@ class HaStage:
             if reclaim:
                 reclaim_at = now + _RECLAIM_EVERY
             try:
+                await self.master.recover()
                 await self.rescue_round(reclaim=reclaim)
             except StoreError as exc:
                 self._store_trouble(exc, "taking rescues")

@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable
 
-from dedup import Mode
+from dedup import Mode, fingerprint
 from dedup.redis import RedisSettings, RedisStore
 from formats import Event
 from gateway.forward import Forwarder
@@ -19,6 +19,13 @@ from tests.redis_servers import RedisServer
 
 def ev(msg: str) -> Event:
     return Event("syslog", ("10.0.0.9", 514), time.time(), {"msg": msg}, b"", (msg,))
+
+
+def ids_in_store(redis: RedisServer, events: list[Event], occurrence: int = 1) -> list[str]:
+    """The ids of `events` as the `occurrence`-th copies in their open windows on `redis`."""
+    with redis.client() as c:
+        return [f"{fp}-{c.hget(f'tg:{{{fp}}}w', 't').decode()}-{occurrence}"
+                for fp in (fingerprint(e) for e in events)]
 
 
 def lease(role: Role, epoch: int = 1) -> Lease:

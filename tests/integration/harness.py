@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -106,3 +107,10 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 20) -> subproc
         [sys.executable, "-m", "gateway", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def occurrence(event: dict[str, Any]) -> tuple[str, int]:
+    """(fingerprint, occurrence) of a forwarded event's id, checking the id's form."""
+    assert re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]+-[1-9][0-9]*", event["id"]), event["id"]
+    fp, _, k = event["id"].split("-")
+    return fp, int(k)

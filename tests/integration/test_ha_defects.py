@@ -20,7 +20,7 @@ from gateway.errors import SinkError
 from gateway.ha import HaStage, Lease, Role
 from gateway.roles import Roles
 from gateway.spool import Spool
-from tests.integration.ha_parts import SlowFor, StuckSink, ev, lease, stage, until
+from tests.integration.ha_parts import SlowFor, StuckSink, ev, ids_in_store, lease, stage, until
 from tests.memory_sink import ListSink
 from tests.redis_servers import RedisServer
 
@@ -64,7 +64,6 @@ def test_a_watermark_never_covers_a_batch_still_in_the_sink(redis: RedisServer) 
         standby_view = RedisStore(RedisSettings(port=redis.port))
         a.start()
         xs = [ev(f"x{i}") for i in range(3)]
-        ids = [f"{fingerprint(e)}-1" for e in xs]
         await a.handle([ev("first")])
         a.lease = Lease(Role.MASTER, 1, until=0.0)  # the lease lapses; the role stays
         await a.handle(xs)  # held while the lease had lapsed
@@ -72,6 +71,7 @@ def test_a_watermark_never_covers_a_batch_still_in_the_sink(redis: RedisServer) 
         await asyncio.sleep(0.05)  # the standby loop forwards the held batch (slowly)
         late = asyncio.create_task(a.handle([ev("y0")]))  # and the pipeline goes on meanwhile
         await asyncio.sleep(0.3)
+        ids = ids_in_store(redis, xs)
         during = await standby_view.forwarded(ids)
         await late
         await until(lambda: len(sink.lines) == 5, 5, "every batch in the sink")

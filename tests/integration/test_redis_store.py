@@ -30,7 +30,8 @@ RBody = Callable[[RedisStore], Coroutine[Any, Any, None]]
 WithStore = Callable[[Body], None]
 Use = Callable[[RBody], None]
 # Commands the claim script calls, and the handshake of the client that reads the stats.
-CLAIM_SCRIPT_COMMANDS = {"hincrby", "get", "pexpire", "pttl", "set", "dbsize", "info", "hello"}
+CLAIM_SCRIPT_COMMANDS = {"hincrby", "hget", "hset", "time", "get", "pexpire", "pttl", "set", "dbsize", "info",
+                         "hello"}
 
 
 def fp(i: int) -> str:
@@ -46,7 +47,21 @@ def ev(identity: tuple[object, ...]) -> Event:
 
 async def claim(store: Store, node: str, fps: list[str], mode: Mode = EXACT,
                 window: float = 30.0) -> tuple[list[str], list[bool]]:
-    return await store.claim(node, fps, mode, window, time.time())
+    """Claim through `store`; the ids come back without their window tag (``fingerprint-k``)."""
+    ids, won = await store.claim(node, fps, mode, window, time.time())
+    return bare(ids), won
+
+
+def bare(ids: list[str]) -> list[str]:
+    """Ids without their window tag, to compare occurrences: ``fingerprint-k``."""
+    return [f"{fp}-{k}" for fp, _, k in (i.split("-") for i in ids)]
+
+
+def tag_of(event_id: str) -> str:
+    return event_id.split("-")[1]
+
+
+T = "1"  # the window tag of ids a test makes up (a window opened by count_ids or claim_ids takes it)
 
 
 def run(settings: RedisSettings, body: RBody) -> None:
@@ -101,7 +116,7 @@ def test_exact_mode_forwards_every_copy_with_increasing_occurrence(with_store: W
     async def body(store: Store) -> None:
         out = await Deduplicator(store).decide([ev(("x",)), ev(("x",)), ev(("x",)), ev(("y",))])
         assert out.forward == [True] * 4
-        assert [i.split("-")[1] for i in out.ids] == ["1", "2", "3", "1"]
+        assert [i.split("-")[2] for i in out.ids] == ["1", "2", "3", "1"]
 
     with_store(body)
 
@@ -189,8 +204,8 @@ def test_redis_store_answers_like_memory_store_on_random_batches(use: Use) -> No
         for _ in range(200):
             node, mode = rng.choice("abc"), rng.choice([EXACT, EXACT, SUPPRESS])
             batch = [fp(rng.randrange(12)) for _ in range(rng.randrange(1, 40))]
-            expected = memory.claim_now(node, batch, mode, 100.0, time.time())
-            assert await claim(store, node, batch, mode, 100.0) == expected
+            ids, won = memory.claim_now(node, batch, mode, 100.0, time.time())
+            assert await claim(store, node, batch, mode, 100.0) == (bare(ids), won)
 
     use(body)
 
@@ -227,20 +242,24 @@ def test_a_batch_is_one_evalsha_and_keys_are_tagged_prefixed_and_expiring(
         keys = [k.decode() for k in c.scan_iter(count=1000) if k != b"tg:{pair}epoch"]
         assert len(keys) == 2 + 300 + 1024
         for key in keys:
-            assert re.fullmatch(r"tg:\{[0-9a-f]{16}\}(w|\d+)", key), key
+            assert re.fullmatch(r"tg:\{[0-9a-f]{16}\}(w|[0-9a-f]+-\d+)", key), key
             assert 0 < c.pttl(key) <= (30_000 if fp(0xFFFF) in key else 5000)
 
 
 def test_keys_expire_with_the_window_and_a_custom_prefix_is_used(primary: RedisServer) -> None:
+    tags: list[str] = []
+
     async def body(store: RedisStore) -> None:
-        await claim(store, "a", [X, Y, X], window=0.2)
-        await store.mark_forwarded([f"{X}-1"])
+        ids, _ = await store.claim("a", [X, Y, X], EXACT, 0.2, time.time())
+        await store.mark_forwarded(ids[:1])
+        tags.append(tag_of(ids[0]))
 
     run(RedisSettings(port=primary.port, prefix="site7:"), body)
+    t = tags[0]
     with primary.client() as c:
         assert sorted(k.decode() for k in c.scan_iter()) == sorted(
-            [f"site7:{{{X}}}w", f"site7:{{{Y}}}w", f"site7:{{{X}}}1", f"site7:{{{X}}}2",
-             f"site7:{{{Y}}}1", "site7:{pair}epoch"])
+            [f"site7:{{{X}}}w", f"site7:{{{Y}}}w", f"site7:{{{X}}}{t}-1", f"site7:{{{X}}}{t}-2",
+             f"site7:{{{Y}}}{t}-1", "site7:{pair}epoch"])
         time.sleep(0.3)
         assert [k.decode() for k in c.scan_iter()] == ["site7:{pair}epoch"]
 
@@ -254,18 +273,20 @@ def test_forwarded_markers_round_trip_in_one_call_each_and_expire_with_the_claim
     primary: RedisServer, use: Use
 ) -> None:
     async def body(store: RedisStore) -> None:
-        ids, _ = await claim(store, "a", [X, X, Y], window=0.5)
+        ids, _ = await store.claim("a", [X, X, Y], EXACT, 0.5, time.time())
         await store.forwarded(ids)  # loads the scripts
-        await store.mark_forwarded([f"{fp(9)}-1"])
+        await store.mark_forwarded([f"{fp(9)}-{T}-1"])
         await store.mark_forwarded([])
         before = primary.command_calls()
-        await store.mark_forwarded([*ids[:2], f"{fp(7)}-3"], window=5.0)
-        assert await store.forwarded([*ids, f"{fp(7)}-3", f"{fp(7)}-4"]) == [True, True, False, True, False]
+        await store.mark_forwarded([*ids[:2], f"{fp(7)}-{T}-3"], window=5.0)
+        marked = await store.forwarded([*ids, f"{fp(7)}-{T}-3", f"{fp(7)}-{T}-4"])
+        assert marked == [True, True, False, True, False]
         after = primary.command_calls()
         assert after["evalsha"] - before["evalsha"] == 2
         with primary.client() as c:
-            assert c.get(f"tg:{{{X}}}1") == b"0" and 0 < c.pttl(f"tg:{{{X}}}1") <= 500
-            assert c.pttl(f"tg:{{{fp(7)}}}3f") > 4000  # no claim: a marker key with the fallback window
+            claim_key = f"tg:{{{X}}}{tag_of(ids[0])}-1"
+            assert c.get(claim_key) == b"0" and 0 < c.pttl(claim_key) <= 500
+            assert c.pttl(f"tg:{{{fp(7)}}}{T}-3f") > 4000  # no claim: a marker key with the fallback window
         await asyncio.sleep(0.6)
         assert await store.forwarded(ids) == [False, False, False]
 
@@ -274,12 +295,16 @@ def test_forwarded_markers_round_trip_in_one_call_each_and_expire_with_the_claim
 
 def test_claim_ids_claims_given_ids_and_numbers_the_nodes_next_copies_after_them(use: Use) -> None:
     async def body(store: RedisStore) -> None:
-        await claim(store, "a", [X])
-        assert await store.claim_ids([f"{X}-1", f"{X}-3", f"{Y}-2"], 30.0, time.time()) == [False, True, True]
-        # Without a node no counter moves; with one, its next copies come after the given ids.
+        (x1,), _ = await store.claim("a", [X], EXACT, 30.0, time.time())
+        t = tag_of(x1)
+        won = await store.claim_ids([x1, f"{X}-{t}-3", f"{Y}-{T}-2"], 30.0, time.time())
+        assert won == [False, True, True]
+        # Without a node no counter moves and no window opens; with one, its next copies
+        # come after the given ids (in the open window, or in the ids' window, opened).
         assert await claim(store, "b", [Y]) == ([f"{Y}-1"], [True])
-        assert await store.claim_ids([f"{X}-5", f"{Y}-4"], 30.0, time.time(), node="a") == [True, True]
-        assert await store.claim_ids([f"{X}-2"], 30.0, time.time(), node="a") == [True]
+        (y1,), _ = await store.claim("c", [Y], EXACT, 30.0, time.time())
+        bumped = [f"{X}-{t}-5", f"{Y}-{tag_of(y1)}-4", f"{X}-{t}-2", f"{X}-{T}-9"]  # the last: another window
+        assert await store.claim_ids(bumped, 30.0, time.time(), node="a") == [True] * 4
         assert await claim(store, "a", [X, Y]) == ([f"{X}-6", f"{Y}-5"], [True, True])
         with pytest.raises(StoreError):
             await store.claim_ids(["nodash"], 30.0, time.time())
@@ -337,13 +362,15 @@ def test_both_nodes_number_inside_one_window_opened_by_the_first_copy(use: Use) 
         # a numbers the first occurrence, b 100 ms later; the window is a's, for both.
         assert await claim(store, "a", [X], window=0.6) == ([f"{X}-1"], [True])
         await asyncio.sleep(0.1)
-        assert await store.number("b", [X], EXACT, 0.6) == [f"{X}-1"]
+        (first,) = await store.number("b", [X], EXACT, 0.6)
         await asyncio.sleep(0.4)  # a second occurrence, before the window closes for both
-        assert await claim(store, "a", [X], window=0.6) == ([f"{X}-2"], [True])
-        assert await store.number("b", [X], EXACT, 0.6) == [f"{X}-2"]
-        await asyncio.sleep(0.15)  # closed for both: the next occurrence is 1 on both
-        assert await store.number("b", [X], EXACT, 0.6) == [f"{X}-1"]
-        assert await claim(store, "a", [X], window=0.6) == ([f"{X}-1"], [True])
+        (second,), _ = await store.claim("a", [X], EXACT, 0.6, time.time())
+        assert await store.number("b", [X], EXACT, 0.6) == [second]
+        await asyncio.sleep(0.15)  # closed for both: the next occurrence is 1 of a new window on both
+        (third,) = await store.number("b", [X], EXACT, 0.6)
+        assert await store.claim("a", [X], EXACT, 0.6, time.time()) == ([third], [True])
+        assert bare([first, second, third]) == [f"{X}-1", f"{X}-2", f"{X}-1"]
+        assert tag_of(first) == tag_of(second) != tag_of(third)
 
     use(body)
 
@@ -358,20 +385,20 @@ def test_every_write_from_a_lower_epoch_is_refused_and_a_higher_one_raises_the_s
             lambda: claim(store, "a", [Y]),
             lambda: store.claim("a", [Y], EXACT, 30.0, time.time(), seq=1),
             lambda: store.number("b", [Y], EXACT, 30.0),
-            lambda: store.claim_ids([f"{Y}-1"], 30.0, time.time()),
-            lambda: store.count_ids("a", [f"{Y}-1"], 30.0),
-            lambda: store.take_ids([f"{Y}-1"], 30.0),
-            lambda: store.mark_forwarded([f"{X}-1"]),
-            lambda: store.forwarded_through(1, f"{X}-1"),
+            lambda: store.claim_ids([f"{Y}-{T}-1"], 30.0, time.time()),
+            lambda: store.count_ids("a", [f"{Y}-{T}-1"], 30.0),
+            lambda: store.take_ids([f"{Y}-{T}-1"], 30.0),
+            lambda: store.mark_forwarded([f"{X}-{T}-1"]),
+            lambda: store.forwarded_through(1, f"{X}-{T}-1"),
             lambda: store.rescue_add([b"e"]),
         ]
         for write in writes:
             with pytest.raises(FencedError) as err:
                 await write()
             assert err.value.epoch == 4
-        assert await store.forwarded([f"{X}-1", f"{Y}-1"]) == [False, False]  # reads are not fenced
+        assert await store.forwarded([f"{X}-{T}-1", f"{Y}-{T}-1"]) == [False, False]  # reads are not fenced
         async with Redis(port=store.settings.port) as c:
-            assert await c.exists(f"tg:{{{Y}}}w", f"tg:{{{Y}}}1", "tg:rescue") == 0  # nothing was written
+            assert await c.exists(f"tg:{{{Y}}}w", f"tg:{{{Y}}}{T}-1", "tg:rescue") == 0  # nothing was written
         store.epoch = 5
         await store.number("b", [Y], EXACT, 30.0)
         assert (await store.read_epoch())[0] == 5
@@ -382,14 +409,14 @@ def test_every_write_from_a_lower_epoch_is_refused_and_a_higher_one_raises_the_s
 def test_take_ids_takes_what_nobody_forwarded_and_what_a_lower_epoch_left(use: Use) -> None:
     async def body(store: RedisStore) -> None:
         store.epoch = 1
-        (forwarded, left, watermarked), _ = await claim(store, "a", [X, Y, fp(3)])
+        (forwarded, left, watermarked), _ = await store.claim("a", [X, Y, fp(3)], EXACT, 30.0, time.time())
         await store.mark_forwarded([forwarded])
         store.epoch = 2
         (done,), _ = await store.claim("a", [fp(5)], EXACT, 30.0, time.time(), seq=1)
         (in_flight,), _ = await store.claim("a", [fp(4)], EXACT, 30.0, time.time(), seq=2)
         await store.forwarded_through(1, done)
         store.epoch = 3
-        nobody = f"{fp(6)}-1"
+        nobody = f"{fp(6)}-{T}-1"
         ids = [forwarded, left, watermarked, in_flight, done, nobody]
         assert await store.take_ids(ids, 30.0) == [0, 1, 1, 1, 0, 1]
         # Taken at epoch 3: the same master asking again gets "mine", and nothing is forwarded yet.
@@ -411,7 +438,8 @@ def test_a_mark_waits_for_the_replica_in_the_same_round_trip(tmp_path: Path) -> 
             assert await store.forwarded_through(1, ids[-1], replicas=1, wait=2.0) == 1
             assert await store.mark_forwarded(ids, 30.0, replicas=1, wait=2.0) == 1
             with second.client() as c:
-                assert c.hget("tg:forwarded", "w:1") == b"1" and c.get(f"tg:{{{X}}}1") == b"0"
+                assert c.hget("tg:forwarded", "w:1") == b"1"
+                assert c.get(f"tg:{{{X}}}{tag_of(ids[0])}-1") == b"0"
             role = await store.role()
             assert role.role == "master" and role.replicas == 1
             second.stop()
@@ -424,10 +452,11 @@ def test_a_mark_waits_for_the_replica_in_the_same_round_trip(tmp_path: Path) -> 
 
 def test_count_ids_moves_the_nodes_counters_and_claims_nothing(use: Use) -> None:
     async def body(store: RedisStore) -> None:
-        await store.count_ids("a", [f"{X}-3", f"{Y}-1"], 30.0)
-        assert await claim(store, "a", [X, Y]) == ([f"{X}-4", f"{Y}-2"], [True, True])
+        await store.count_ids("a", [f"{X}-{T}-3", f"{Y}-{T}-1"], 30.0)
+        ids, won = await store.claim("a", [X, Y], EXACT, 30.0, time.time())
+        assert (ids, won) == ([f"{X}-{T}-4", f"{Y}-{T}-2"], [True, True])  # in the windows count_ids opened
         # The counted ids themselves are still free, and the other node's counters did not move.
-        assert await store.claim_ids([f"{X}-3", f"{Y}-1"], 30.0, time.time()) == [True, True]
+        assert await store.claim_ids([f"{X}-{T}-3", f"{Y}-{T}-1"], 30.0, time.time()) == [True, True]
         assert await claim(store, "b", [X]) == ([f"{X}-1"], [True])
 
     use(body)
@@ -445,10 +474,11 @@ def test_fresh_is_true_once_per_data_set(primary: RedisServer, use: Use) -> None
 def test_number_counts_copies_without_claiming_them(use: Use) -> None:
     async def body(store: RedisStore) -> None:
         # A standby numbers its copies; the master's claim of the same ids still wins.
-        assert await store.number("b", [X, X, Y], EXACT, 30.0) == [f"{X}-1", f"{X}-2", f"{Y}-1"]
-        assert await claim(store, "a", [X, X, Y]) == ([f"{X}-1", f"{X}-2", f"{Y}-1"], [True, True, True])
-        assert await store.number("b", [X], EXACT, 30.0) == [f"{X}-3"]
-        assert await store.number("b", [X, X], SUPPRESS, 30.0) == [f"{X}-1", f"{X}-1"]
+        numbered = await store.number("b", [X, X, Y], EXACT, 30.0)
+        assert bare(numbered) == [f"{X}-1", f"{X}-2", f"{Y}-1"]
+        assert await store.claim("a", [X, X, Y], EXACT, 30.0, time.time()) == (numbered, [True, True, True])
+        assert bare(await store.number("b", [X], EXACT, 30.0)) == [f"{X}-3"]
+        assert bare(await store.number("b", [X, X], SUPPRESS, 30.0)) == [f"{X}-1", f"{X}-1"]
 
     use(body)
 
@@ -472,9 +502,9 @@ def test_promote_replicate_and_epoch(tmp_path: Path) -> None:
 
 def test_claim_ids_window_expires(primary: RedisServer, use: Use) -> None:
     async def body(store: RedisStore) -> None:
-        assert await store.claim_ids([f"{X}-2"], 0.2, time.time(), node="a") == [True]
+        assert await store.claim_ids([f"{X}-{T}-2"], 0.2, time.time(), node="a") == [True]
         with primary.client() as c:
-            assert 0 < c.pttl(f"tg:{{{X}}}w") <= 200 and 0 < c.pttl(f"tg:{{{X}}}2") <= 200
+            assert 0 < c.pttl(f"tg:{{{X}}}w") <= 200 and 0 < c.pttl(f"tg:{{{X}}}{T}-2") <= 200
         await asyncio.sleep(0.3)
         assert await claim(store, "a", [X]) == ([f"{X}-1"], [True])
 
@@ -585,15 +615,18 @@ def test_rescue_stream_refuses_what_does_not_fit_and_never_trims_unread_entries(
 
 
 def test_claims_replicate_and_a_promoted_replica_does_not_grant_them_again(tmp_path: Path) -> None:
+    claimed: list[str] = []
     with RedisServer(tmp_path) as first, RedisServer(tmp_path, replicaof=first) as second:
         async def on_primary(store: RedisStore) -> None:
-            assert (await claim(store, "a", [X, X, X, Y]))[1] == [True] * 4
-            await store.mark_forwarded([f"{X}-1"])
+            ids, won = await store.claim("a", [X, X, X, Y], EXACT, 30.0, time.time())
+            assert won == [True] * 4
+            claimed.extend(ids)
+            await store.mark_forwarded(ids[:1])
             with first.client() as c:
                 assert c.wait(1, 2000) == 1
 
         async def on_replica(store: RedisStore) -> None:
-            assert await store.forwarded([f"{X}-1", f"{X}-2"]) == [True, False]
+            assert await store.forwarded(claimed[:2]) == [True, False]
             with pytest.raises(StoreError) as err:
                 await claim(store, "b", [X])
             assert err.value.reason == "readonly"
@@ -604,8 +637,9 @@ def test_claims_replicate_and_a_promoted_replica_does_not_grant_them_again(tmp_p
             assert await claim(store, "a", [X]) == ([f"{X}-4"], [True])
 
         run(RedisSettings(port=first.port), on_primary)
+        t = tag_of(claimed[0])
         with second.client() as c:
-            assert c.exists(f"tg:{{{X}}}3", f"tg:{{{X}}}w") == 2 and c.get(f"tg:{{{X}}}1") == b"0"
+            assert c.exists(f"tg:{{{X}}}{t}-3", f"tg:{{{X}}}w") == 2 and c.get(f"tg:{{{X}}}{t}-1") == b"0"
         run(RedisSettings(port=second.port), on_replica)
         first.kill()
         second.promote()
@@ -621,7 +655,7 @@ def test_stopped_server_is_unavailable(tmp_path: Path) -> None:
     async def body(store: RedisStore) -> None:
         await claim(store, "a", [X])
         srv.stop()
-        for call in (claim(store, "a", [X]), store.forwarded([f"{X}-1"]), store.rescue_add([b"e"]),
+        for call in (claim(store, "a", [X]), store.forwarded([f"{X}-{T}-1"]), store.rescue_add([b"e"]),
                      store.ping()):
             with pytest.raises(StoreError) as err:
                 await call
@@ -731,13 +765,14 @@ def test_cluster_claims_a_batch_spanning_all_masters_with_one_call_per_master(
         await store.ping()
         await claim(store, "warm", [fp(1000 + i) for i in range(30)])  # loads the script everywhere
         before = evalsha_calls(cluster.servers)
-        ids, won = await claim(store, "a", fps * 3)
+        full, won = await store.claim("a", fps * 3, EXACT, 30.0, time.time())
+        ids = bare(full)
         assert evalsha_calls(cluster.servers) == [n + 1 for n in before]
         assert ids == [f"{f}-{k}" for k in (1, 2, 3) for f in fps] and won == [True] * 90
         assert (await claim(store, "b", fps * 2))[1] == [False] * 60
         assert (await claim(store, "b", fps * 2))[1] == [False] * 30 + [True] * 30
-        await store.mark_forwarded(ids[:30])
-        assert await store.forwarded(ids[:60]) == [True] * 30 + [False] * 30
+        await store.mark_forwarded(full[:30])
+        assert await store.forwarded(full[:60]) == [True] * 30 + [False] * 30
         assert await store.rescue_add([b"r1", b"r2"]) == 2
         got = await store.rescue_read("m", block_ms=100)
         assert [p for _, p in got] == [b"r1", b"r2"] and await store.rescue_ack([i for i, _ in got]) == 2

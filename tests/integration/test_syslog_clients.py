@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.integration.harness import SCHEMA, Trapgate
+from tests.integration.harness import SCHEMA, Trapgate, occurrence
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def test_logger_rfc5424_message_is_forwarded_with_its_fields(
     assert event["peer"] == "127.0.0.1"
     assert event["node"] == "test-node"
     assert event["hostname"] == socket.gethostname()
-    assert event["id"] == f"{event['fingerprint']}-1"
+    assert occurrence(event) == (event["fingerprint"], 1)
 
 
 @pytest.mark.parametrize("transport", [["-d"], ["-T"]])

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from dedup import Deduplicator, MemoryStore, Mode, event_id, fingerprint
+from dedup import Deduplicator, MemoryStore, Mode, event_id, fingerprint, split_id, window_tag
 from formats import Event
 
 EXACT, SUPPRESS = Mode.EXACT, Mode.SUPPRESS
@@ -49,15 +49,17 @@ def test_fingerprint_is_16_hex_digits() -> None:
     assert len(fp) == 16 and int(fp, 16) >= 0
 
 
-def test_event_id_is_fingerprint_and_occurrence() -> None:
-    assert event_id("0000000000000abc", 3) == "0000000000000abc-3"
+def test_event_id_is_fingerprint_window_and_occurrence() -> None:
+    assert window_tag(1795983595.25) == "1a228f6d6f2"
+    assert event_id("0000000000000abc", "1a228f6d6f2", 3) == "0000000000000abc-1a228f6d6f2-3"
+    assert split_id("0000000000000abc-1a228f6d6f2-3") == ("0000000000000abc", "1a228f6d6f2", 3)
 
 
 def test_exact_mode_forwards_every_copy_with_increasing_occurrence() -> None:
     d = Deduplicator(MemoryStore(), clock=Clock())
     out = asyncio.run(d.decide([ev(("x",)), ev(("x",)), ev(("x",)), ev(("y",))]))
     assert out.forward == [True] * 4
-    assert [i.split("-")[1] for i in out.ids] == ["1", "2", "3", "1"]
+    assert [i.split("-")[2] for i in out.ids] == ["1", "2", "3", "1"]
 
 
 def test_exact_mode_two_nodes_sharing_a_store_forward_each_occurrence_once() -> None:
@@ -83,9 +85,10 @@ def test_exact_mode_window_restarts_occurrences_after_w() -> None:
     first = asyncio.run(d.decide([ev(("x",)), ev(("x",))]))
     clock.now += 31
     again = asyncio.run(d.decide([ev(("x",))]))
-    fp = first.fingerprints[0]
-    assert first.ids == [f"{fp}-1", f"{fp}-2"]
-    assert again.forward == [True] and again.ids == [f"{fp}-1"]
+    fp, opened, reopened = first.fingerprints[0], window_tag(clock.now - 31), window_tag(clock.now)
+    assert first.ids == [f"{fp}-{opened}-1", f"{fp}-{opened}-2"]
+    # Occurrence 1 of the next window: another id, so a downstream never takes it for a repeat.
+    assert again.forward == [True] and again.ids == [f"{fp}-{reopened}-1"]
 
 
 def test_suppress_mode_forwards_one_per_window() -> None:
@@ -104,17 +107,17 @@ def test_empty_batch_asks_nothing() -> None:
 
 def test_memory_store_rejects_held_id_and_accepts_after_expiry() -> None:
     s = MemoryStore()
-    assert s.claim_now("n", ["f"], SUPPRESS, 10.0, now=0.0) == (["f-1"], [True])
-    assert s.claim_now("n", ["f"], SUPPRESS, 10.0, now=5.0) == (["f-1"], [False])
-    assert s.claim_now("n", ["f"], SUPPRESS, 10.0, now=10.0) == (["f-1"], [True])
+    assert s.claim_now("n", ["f"], SUPPRESS, 10.0, now=0.0) == (["f-0-1"], [True])
+    assert s.claim_now("n", ["f"], SUPPRESS, 10.0, now=5.0) == (["f-0-1"], [False])
+    assert s.claim_now("n", ["f"], SUPPRESS, 10.0, now=10.0) == (["f-2710-1"], [True])
 
 
 def test_memory_store_expired_claim_behind_a_longer_lived_one_is_claimable() -> None:
     s = MemoryStore()
     s.claim_now("n", ["a"], EXACT, 100.0, now=0.0)
     s.claim_now("n", ["b"], SUPPRESS, 10.0, now=0.0)
-    # b-1 expired at 10 but sits behind a-1, which lives until 100.
-    assert s.claim_now("n", ["b"], SUPPRESS, 10.0, now=20.0) == (["b-1"], [True])
+    # b's window closed at 10 but sits behind a's, which lives until 100.
+    assert s.claim_now("n", ["b"], SUPPRESS, 10.0, now=20.0) == (["b-4e20-1"], [True])
 
 
 def test_memory_store_windows_and_claims_are_bounded_and_evictions_counted() -> None:
@@ -124,8 +127,8 @@ def test_memory_store_windows_and_claims_are_bounded_and_evictions_counted() -> 
     assert stats["entries"] == 3 and stats["evicted"] == 2
     assert stats["windows"] == 3 and stats["windows_evicted"] == 2
     # f0's window and claim were evicted: its next copy is occurrence 1 again and wins.
-    assert s.claim_now("n", ["f0"], EXACT, 100.0, now=1.0) == (["f0-1"], [True])
-    assert s.claim_now("n", ["f4"], EXACT, 100.0, now=1.0) == (["f4-2"], [True])
+    assert s.claim_now("n", ["f0"], EXACT, 100.0, now=1.0) == (["f0-3e8-1"], [True])
+    assert s.claim_now("n", ["f4"], EXACT, 100.0, now=1.0) == (["f4-0-2"], [True])
 
 
 def test_memory_store_expiry_frees_windows_and_claims() -> None:
@@ -142,9 +145,10 @@ def test_memory_store_rejects_zero_cap() -> None:
 
 def test_memory_store_count_ids_numbers_after_them_and_claims_nothing() -> None:
     s = MemoryStore()
-    s.count_ids("n", ["a-3", "b-1", "a-2"], 10.0, now=0.0)
-    assert s.counted_ids("n", now=1.0) == ["a-3", "b-1"]
-    assert s.claim_now("n", ["a", "b"], EXACT, 10.0, now=1.0) == (["a-4", "b-2"], [True, True])
-    assert s.claim_ids(["a-3", "a-4"], 10.0, now=1.0) == [True, False]
-    assert s.claim_now("m", ["a"], EXACT, 10.0, now=1.0) == (["a-1"], [True])  # other nodes unmoved
+    s.count_ids("n", ["a-5-3", "b-5-1", "a-5-2", "a-4-9"], 10.0, now=0.0)  # a-4-9: another window
+    assert s.counted_ids("n", now=1.0) == ["a-5-3", "b-5-1"]
+    assert s.claim_now("n", ["a", "b"], EXACT, 10.0, now=1.0) == (["a-5-4", "b-5-2"], [True, True])
+    assert s.claim_ids(["a-5-3", "a-5-4"], 10.0, now=1.0) == [True, False]
+    # In the same window; the other node's counter did not move.
+    assert s.claim_now("m", ["a"], EXACT, 10.0, now=1.0) == (["a-5-1"], [True])
     assert s.counted_ids("n", now=10.0) == []  # the windows opened at 0 closed
