@@ -14,15 +14,19 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from itertools import islice
+from typing import Generic, TypeVar
 
 from dedup._fingerprint import event_id, split_id, window_tag
 from dedup._store import Mode
 
+V = TypeVar("V")
 
-class _Bounded:
+
+class _Bounded(Generic[V]):
     """Keys with an expiry, oldest first, at most `cap` of them.
 
-    `values` and `tags` may hold data per key; they lose a key with `expires`.
+    `data` holds a value per key (a window's tag, a node's count), or nothing
+    (claims); it loses a key with `expires`.
     """
 
     def __init__(self, cap: int) -> None:
@@ -31,21 +35,19 @@ class _Bounded:
         # OrderedDict: finding the oldest key after many deletions at the front
         # is O(1) here, O(deleted) in a plain dict.
         self.expires: OrderedDict[str, float] = OrderedDict()
-        self.values: dict[str, int] = {}
-        self.tags: dict[str, str] = {}
+        self.data: dict[str, V] = {}
 
-    def _drop(self, key: str) -> None:
+    def drop(self, key: str) -> None:
+        """Forget `key` and its data."""
         del self.expires[key]
-        self.values.pop(key, None)
-        self.tags.pop(key, None)
+        self.data.pop(key, None)
 
-    def reopen(self, key: str, until: float, tag: str, value: int) -> None:
-        """Open `key` anew (last in order: it closes last)."""
+    def reopen(self, key: str, until: float, value: V) -> None:
+        """Open `key` anew (last in order: it closes last) with `value`."""
         if key in self.expires:
-            self._drop(key)
+            self.drop(key)
         self.expires[key] = until
-        self.tags[key] = tag
-        self.values[key] = value
+        self.data[key] = value
 
     def expire(self, now: float) -> None:
         expires = self.expires
@@ -53,14 +55,14 @@ class _Bounded:
             key = next(iter(expires))
             if expires[key] > now:
                 break
-            self._drop(key)
+            self.drop(key)
 
     def enforce_cap(self) -> None:
         overflow = len(self.expires) - self.cap
         if overflow > 0:
             self.evicted += overflow
             for key in list(islice(self.expires, overflow)):
-                self._drop(key)
+                self.drop(key)
 
 
 class MemoryStore:
@@ -70,16 +72,16 @@ class MemoryStore:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        self._claims = _Bounded(max_entries)
+        self._claims: _Bounded[None] = _Bounded(max_entries)
         # Fingerprint -> closing time and tag of its window, opened by the first copy of any node.
-        self._open = _Bounded(max_entries)
-        # Per node: fingerprint -> its copies so far, and the tag of the window they count in.
-        self._windows: dict[str, _Bounded] = {}
+        self._open: _Bounded[str] = _Bounded(max_entries)
+        # Per node: fingerprint -> its copies so far, closing with the window they count in.
+        self._windows: dict[str, _Bounded[int]] = {}
 
-    def _node_windows(self, node: str) -> _Bounded:
+    def _node_windows(self, node: str) -> _Bounded[int]:
         windows = self._windows.get(node)
         if windows is None:
-            windows = self._windows[node] = _Bounded(self.max_entries)
+            windows = self._windows[node] = _Bounded[int](self.max_entries)
         return windows
 
     def claim_now(
@@ -91,8 +93,9 @@ class MemoryStore:
         shared.expire(now)
         windows.expire(now)
         self._claims.expire(now)
-        closes, tags = shared.expires, shared.tags
-        copies, counted_in = windows.values, windows.tags
+        closes, tags = shared.expires, shared.data
+        # A node's count belongs to the open window when it closes with it.
+        counted_until, copies = windows.expires, windows.data
         held = self._claims.expires
         opens_until = now + window
         opened = window_tag(now)
@@ -100,18 +103,22 @@ class MemoryStore:
         for fp in fps:
             closes_at = closes.get(fp)
             if closes_at is None or closes_at <= now:
-                closes_at = opens_until
-                shared.reopen(fp, closes_at, opened, 0)
-                tag = opened
+                if closes_at is not None:
+                    shared.drop(fp)  # re-inserted last: it closes last
+                closes_at = closes[fp] = opens_until
+                tag = tags[fp] = opened
             else:
                 tag = tags[fp]
             k = 1
             if exact:
-                if counted_in.get(fp) == tag:
+                if counted_until.get(fp) == closes_at:
                     k = copies[fp] = copies[fp] + 1
                 else:
-                    windows.reopen(fp, closes_at, tag, 1)
-            key = event_id(fp, tag, k)
+                    if fp in counted_until:
+                        windows.drop(fp)
+                    counted_until[fp] = closes_at
+                    copies[fp] = 1
+            key = f"{fp}-{tag}-{k}"
             ids.append(key)
             held_until = held.get(key)
             if held_until is not None:
@@ -138,19 +145,19 @@ class MemoryStore:
         shared, windows = self._open, self._node_windows(node)
         shared.expire(now)
         windows.expire(now)
-        closes, tags = shared.expires, shared.tags
-        copies, counted_in = windows.values, windows.tags
+        closes, tags = shared.expires, shared.data
+        counted_until, copies = windows.expires, windows.data
         until = now + window
         for key in ids:
             fp, tag, count = split_id(key)
             closes_at = closes.get(fp, 0.0)
             if closes_at <= now:
                 closes_at = until
-                shared.reopen(fp, closes_at, tag, 0)
+                shared.reopen(fp, closes_at, tag)
             elif tags[fp] != tag:
                 continue
-            if counted_in.get(fp) != tag:
-                windows.reopen(fp, closes_at, tag, count)
+            if counted_until.get(fp) != closes_at:
+                windows.reopen(fp, closes_at, count)
             elif count > copies[fp]:
                 copies[fp] = count
         shared.enforce_cap()
@@ -161,9 +168,9 @@ class MemoryStore:
         shared, windows = self._open, self._node_windows(node)
         shared.expire(now)
         windows.expire(now)
-        open_tags, tags = shared.tags, windows.tags
-        return [event_id(fp, tags[fp], k) for fp, k in windows.values.items()
-                if open_tags.get(fp) == tags[fp]]
+        closes, tags, counted_until = shared.expires, shared.data, windows.expires
+        return [event_id(fp, tags[fp], k) for fp, k in windows.data.items()
+                if closes.get(fp) == counted_until[fp]]
 
     def claim_ids(self, ids: Sequence[str], window: float, now: float) -> list[bool]:
         """Claim given event ids for `window` seconds; True where won (no counter moves).
@@ -182,7 +189,7 @@ class MemoryStore:
         for key in ids:
             fp, tag, _ = split_id(key)
             if closes.get(fp, 0.0) <= now:
-                shared.reopen(fp, until, tag, 0)
+                shared.reopen(fp, until, tag)
             held_until = held.get(key)
             if held_until is not None and held_until > now:
                 won.append(False)

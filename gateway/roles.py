@@ -213,7 +213,7 @@ class Roles:
             # Stop claiming; the batch in the sink finishes, then its mark is written and replicated.
             async with stage.master.lock:
                 stage.lease = Lease(Role.STANDBY, stage.lease.epoch)
-            await stage.master.marked()
+            await stage.master.wait_marked()
         await self._follow_primary()
 
     async def _follow_primary(self) -> None:

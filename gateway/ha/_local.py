@@ -36,16 +36,23 @@ class LocalRecord:
         # "fingerprint-occurrence" -> the tag (ms) of the window it was forwarded in, oldest first.
         self._occurrences: OrderedDict[str, int] = OrderedDict()
 
-    def note(self, ids: Sequence[str], forwarded: bool) -> None:
-        """Remember ids this node numbered (`forwarded` False) or forwarded."""
+    def add_numbered(self, ids: Sequence[str]) -> None:
+        """Remember ids this node numbered."""
+        self._add(ids, False)
+
+    def add_forwarded(self, ids: Sequence[str]) -> None:
+        """Remember ids this node forwarded."""
+        self._add(ids, True)
+
+    def _add(self, ids: Sequence[str], forwarded: bool) -> None:
         now = self.clock()
         unfolded = self._unfolded
         unfolded.append((now, ids, forwarded))
         while unfolded[0][0] <= now - self.window:  # would have expired in the store anyway
             unfolded.popleft()
 
-    def store(self) -> MemoryStore:
-        """The record with every noted batch folded in."""
+    def as_store(self) -> MemoryStore:
+        """The record as a `MemoryStore`, every batch added so far folded in."""
         store, unfolded = self._store, self._unfolded
         occurrences = self._occurrences
         while unfolded:
@@ -63,18 +70,18 @@ class LocalRecord:
             occurrences.popitem(last=False)
         return store
 
-    def numbered(self) -> list[str]:
+    def numbered_ids(self) -> list[str]:
         """The id of this node's last copy of each fingerprint whose window is open."""
-        return self.store().counted_ids(self.node, self.clock())
+        return self.as_store().counted_ids(self.node, self.clock())
 
-    def forwarded(self) -> list[str]:
+    def forwarded_ids(self) -> list[str]:
         """Every id this node forwarded within the window, oldest first."""
-        return self.store().live_ids(self.clock())
+        return self.as_store().live_ids(self.clock())
 
     def not_forwarded_here(self, ids: Sequence[str]) -> list[bool]:
         """For each id, True unless this node forwarded it, or the same occurrence under another
         window tag (see the module docstring), within the window; notes them forwarded."""
-        fresh = self.store().claim_ids(ids, self.window, self.clock())
+        fresh = self.as_store().claim_ids(ids, self.window, self.clock())
         occurrences, window_ms = self._occurrences, self.window * 1000
         for i, event_id in enumerate(ids):
             if fresh[i]:

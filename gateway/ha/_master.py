@@ -71,7 +71,7 @@ class MasterPath:
                     ids, won = await stage.store.claim(stage.node, fps, stage.mode, stage.window,
                                                        stage.clock(), seq)
                     self._seq = seq
-                    stage.local.note(ids, forwarded=False)
+                    stage.local.add_numbered(ids)
                 except StoreError as exc:
                     if self._refused(exc):
                         stage.hold(events)
@@ -79,7 +79,7 @@ class MasterPath:
                     self._store_down(exc)
             if self.degraded:
                 seq = None
-                local = stage.local.store()
+                local = stage.local.as_store()
                 ids, won = local.claim_now(stage.node, fps, stage.mode, stage.window, stage.clock())
                 self._uncounted += ids
                 self._bound_unsynced()
@@ -124,16 +124,16 @@ class MasterPath:
         spool = stage.spool
         batch = None
         if spool is not None:
-            batch = spool.append([encode_rescue(e, f, i, claimed=True) for e, f, i in zip(events, fps, ids,
+            batch = spool.append([encode_rescue(e, f, i) for e, f, i in zip(events, fps, ids,
                                                                                          strict=True)])
-        await self.marked()  # the previous batch is marked and replicated before this one is sent
+        await self.wait_marked()  # the previous batch is marked and replicated before this one is sent
         if not await stage.forwarder.forward(events, fps, ids, stage.wait_forwarding):
             stage.hand_back(events, fps, ids)  # the standby side holds them now
             if spool is not None and batch is not None:
                 spool.ack(batch)
             return
         stage.counters.sent += len(events)
-        stage.local.note(ids, forwarded=True)
+        stage.local.add_forwarded(ids)
         self._marking = asyncio.create_task(self._mark(ids, seq, batch))
 
     async def _mark(self, ids: Sequence[str], seq: int | None, batch: int | None) -> None:
@@ -163,7 +163,7 @@ class MasterPath:
         if stage.spool is not None and batch is not None:
             stage.spool.ack(batch)
 
-    async def marked(self) -> None:
+    async def wait_marked(self) -> None:
         """Return once every batch forwarded so far is marked (or kept for the write-back)."""
         task = self._marking
         if task is None:
@@ -188,7 +188,7 @@ class MasterPath:
         """While degraded (trying at most every `retry_after` s): write back, and leave degraded mode."""
         if not self.degraded or time.monotonic() < self._retry_at:
             return
-        await self.marked()  # what it could not mark is written back below
+        await self.wait_marked()  # what it could not mark is written back below
         self._retry_at = time.monotonic() + self.retry_after
         try:
             await self.write_back()
@@ -210,7 +210,7 @@ class MasterPath:
         store = stage.store
         if self._resync_all or await store.fresh():
             self._resync_all, self._unsynced, self._uncounted = True, [], []
-            counted, ids = stage.local.numbered(), stage.local.forwarded()
+            counted, ids = stage.local.numbered_ids(), stage.local.forwarded_ids()
         else:
             counted, self._uncounted = self._uncounted, []
             ids, self._unsynced = self._unsynced, []

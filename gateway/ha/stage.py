@@ -46,6 +46,7 @@ from gateway.spool import Spool
 log = logging.getLogger(__name__)
 
 _NUMBER_CHUNK = 8192  # held events numbered in one store call
+_RECONCILE_EVERY = 0.1  # seconds between two checks of the pending buffer
 _RECLAIM_EVERY = 5.0  # seconds between two looks for rescue entries a gone master had read
 
 
@@ -183,17 +184,18 @@ class HaStage:
 
     # -- the standby loop: the only owner of `pending` ------------------------
 
-    async def standby_round(self) -> bool:
+    async def standby_round(self, reconcile: bool = True) -> bool:
         """One round of the standby loop; True when more is due already.
 
         As master: forward what is held and flush the pending buffer (the
-        promotion flush). Otherwise: number what is held, then check what is
-        due and rescue what the master did not forward.
+        promotion flush). Otherwise: number what is held, then (with
+        `reconcile`) check what is due and rescue what the master did not
+        forward.
         """
         if self.forwarding():
             await self._flush_as_master()
             return False
-        if not await self._number_held():
+        if not await self._number_held() or not reconcile:
             return False
         return await self._reconcile()
 
@@ -215,7 +217,7 @@ class HaStage:
                 self._outage = not isinstance(exc, FencedError)
                 return False
             del self._held[: len(events)]
-            self.local.note(ids, forwarded=False)
+            self.local.add_numbered(ids)
             self._add_pending(events, fps, ids)
         return True
 
@@ -339,7 +341,7 @@ class HaStage:
         if not entries:
             return 0
         decoded = [decode_rescue(payload) for _, payload in entries]
-        ids = [event_id for _, _, event_id, _ in decoded]
+        ids = [event_id for _, _, event_id in decoded]
         chosen = [d for d, take in zip(decoded, await self._take(ids), strict=True) if take]
         if not await self.master.forward_taken([d[0] for d in chosen], [d[1] for d in chosen],
                                                [d[2] for d in chosen]):
@@ -385,19 +387,25 @@ class HaStage:
 
     async def restore_counters(self) -> None:
         """On promotion: raise this node's counters in its (new) store to what it numbered itself."""
-        numbered = self.local.numbered()
+        numbered = self.local.numbered_ids()
         for start in range(0, len(numbered), 4096):
             await self.store.count_ids(self.node, numbered[start : start + 4096], self.window)
 
     # -- loops ----------------------------------------------------------------
 
     async def _standby_loop(self) -> None:
+        """Numbers what arrives as it arrives; checks the pending buffer every `_RECONCILE_EVERY`."""
+        reconcile_at = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.1)
+                await asyncio.wait_for(self._wake.wait(), _RECONCILE_EVERY)
             self._wake.clear()
+            now = self.monotonic()
+            reconcile = now >= reconcile_at
+            if reconcile:
+                reconcile_at = now + _RECONCILE_EVERY
             try:
-                while await self.standby_round():
+                while await self.standby_round(reconcile):
                     pass
             except Exception:  # the loop must outlive a bug in one round
                 log.exception("standby round failed")
@@ -437,7 +445,7 @@ class HaStage:
 
     async def stop(self) -> None:
         """Stop the loops, once the last mark is written."""
-        await self.master.marked()
+        await self.master.wait_marked()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -447,7 +455,7 @@ class HaStage:
     async def drain(self) -> None:
         """Let the batch in the sink finish and its mark be written and replicated (a graceful step-down)."""
         async with self.master.lock:
-            await self.master.marked()
+            await self.master.wait_marked()
 
     def gauges(self) -> dict[str, float]:
         """Pending entries, lease, epoch, degraded flag, store figures."""

@@ -41,7 +41,7 @@ def test_promotion_flush_and_the_standby_loop_never_take_the_same_entries(redis:
         await until(lambda: len(b.pending) == 20_000, 10, "the standby to number 20,000 events")
         state = await roles.set_role("master")
         await until(lambda: len(sink.lines) >= 20_000, 10, "the flush")
-        await b.master.marked()
+        await b.master.wait_marked()
         await roles.stop()
         await b.stop()
         await b.store.close()  # type: ignore[attr-defined]
@@ -75,7 +75,7 @@ def test_a_watermark_never_covers_a_batch_still_in_the_sink(redis: RedisServer) 
         during = await standby_view.forwarded(ids)
         await late
         await until(lambda: len(sink.lines) == 5, 5, "every batch in the sink")
-        await a.master.marked()
+        await a.master.wait_marked()
         after = await standby_view.forwarded(ids)
         await a.stop()
         await standby_view.close()
@@ -172,7 +172,7 @@ def test_a_write_refused_for_a_lower_epoch_steps_the_master_down_and_it_forwards
         a = stage(redis, "a", Role.MASTER, sink)
         a.start()
         await a.handle([ev("before")])
-        await a.master.marked()
+        await a.master.wait_marked()
         successor = RedisStore(RedisSettings(port=redis.port))
         await successor.raise_epoch(2, "b")  # b was promoted meanwhile
         await a.handle([ev("after-1"), ev("after-2")])

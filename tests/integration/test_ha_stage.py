@@ -26,13 +26,13 @@ def test_master_killed_between_claim_and_sink_hands_its_spool_to_the_next_master
         # a forwards "done" normally; then claims "lost-1", "lost-2", spools them and dies
         # before its sink takes them (only a ever received these two).
         await a.handle([ev("done")])
-        await a.master.marked()  # marked, replicated and acknowledged in the spool
+        await a.master.wait_marked()  # marked, replicated and acknowledged in the spool
         events = [ev("lost-1"), ev("lost-2")]
         fps = [fingerprint(e) for e in events]
         ids, won = await a.store.claim("a", fps, Mode.EXACT, 30.0, time.time())
         assert won == [True, True]
         assert a.spool is not None
-        spooled = [encode_rescue(e, f, i, claimed=True) for e, f, i in zip(events, fps, ids, strict=True)]
+        spooled = [encode_rescue(e, f, i) for e, f, i in zip(events, fps, ids, strict=True)]
         a.spool.append(spooled)
         a.spool.close()
         await a.store.close()
@@ -61,7 +61,7 @@ def test_spooled_batch_already_marked_forwarded_is_not_forwarded_again(
         fp = fingerprint(event)
         ids, _ = await a.store.claim("a", [fp], Mode.EXACT, 30.0, time.time())
         assert a.spool is not None
-        a.spool.append([encode_rescue(event, fp, ids[0], claimed=True)])
+        a.spool.append([encode_rescue(event, fp, ids[0])])
         await a.store.mark_forwarded(ids, 30.0)  # the kill came after the mark, before the ack
         a.spool.close()
         sink_b = ListSink()
@@ -86,7 +86,7 @@ def test_standby_rescue_of_an_event_the_master_claimed_is_dropped(redis: RedisSe
         standby.pending.grace = standby.pending.check_after = 0.0
         await standby.standby_round()
         await master.rescue_round(block_ms=100)
-        await master.master.marked()
+        await master.master.wait_marked()
         await standby.standby_round()
         for s in (master, standby):
             await s.store.close()
@@ -132,7 +132,7 @@ def test_master_behind_the_standby_forwards_its_own_late_copy_once_through_a_sto
         await master.handle([ev("other")])  # store back: write-back, then a normal claim
         assert not master.master.degraded
         await master.handle([ev("late")])  # the master's own copy, after the write-back
-        await master.master.marked()
+        await master.master.wait_marked()
         await standby.handle([ev("other")])
         await standby.standby_round()
         for s in (master, standby):
@@ -150,14 +150,14 @@ def test_write_back_after_an_outage_sends_only_what_the_store_missed(redis: Redi
         master = quick_stage(redis, "a", Role.MASTER, sink)
         assert await master.store.fresh()  # as `start` does: the data set is the pair's
         await master.handle([ev(f"before-{i}") for i in range(50)])
-        await master.master.marked()
+        await master.master.wait_marked()
         paused(redis, 600)
         await master.handle([ev("during-1"), ev("during-2")])
         assert master.master.degraded
         await asyncio.sleep(0.7)
         sets_before = redis.command_calls()["set"]
         await master.handle([ev("after")])
-        await master.master.marked()
+        await master.master.wait_marked()
         sets = redis.command_calls()["set"] - sets_before
         standby = quick_stage(redis, "b", Role.STANDBY, ListSink())
         await standby.handle([ev("during-1"), ev("during-2"), ev("before-7")])
@@ -282,7 +282,7 @@ def test_events_held_for_numbering_at_promotion_are_forwarded_once(redis: RedisS
         master = stage(redis, "a", Role.MASTER, ListSink())
         standby = stage(redis, "b", Role.STANDBY, sink)
         await master.handle([ev("forwarded-by-a")])
-        await master.master.marked()
+        await master.master.wait_marked()
         await standby.handle([ev("numbered")])
         await standby.standby_round()
         await standby.handle([ev("forwarded-by-a"), ev("held")])  # not numbered yet

@@ -27,7 +27,7 @@ def test_a_lease_forwards_only_as_master_before_both_its_ends() -> None:
 def test_local_record_knows_an_occurrence_forwarded_under_another_window_tag() -> None:
     now = [1000.0]
     record = LocalRecord("a", 30.0, 100, lambda: now[0])
-    record.note(["f-3e8000-1", "g-3e8000-2"], forwarded=True)  # windows opened at t=4096 s (0x3e8000 ms)
+    record.add_forwarded(["f-3e8000-1", "g-3e8000-2"])  # windows opened at t=4096 s (0x3e8000 ms)
     # The standby numbered the same occurrences in windows it saw open 20 s later; another
     # fingerprint, another occurrence, and a window a full window later are other events.
     ids = ["f-3ed620-1", "g-3ed620-1", "h-3ed620-1", "f-3f2440-1"]
