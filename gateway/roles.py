@@ -210,10 +210,7 @@ class Roles:
     async def _become_standby(self) -> None:
         stage = self.stage
         if stage.lease.role is Role.MASTER:
-            # Stop claiming; the batch in the sink finishes, then its mark is written and replicated.
-            async with stage.master.lock:
-                stage.lease = Lease(Role.STANDBY, stage.lease.epoch)
-            await stage.master.wait_marked()
+            await stage.step_down_gracefully()
         await self._follow_primary()
 
     async def _follow_primary(self) -> None:
@@ -251,10 +248,8 @@ class Roles:
             return None
 
     def _fenced(self, epoch: int) -> None:
-        """A write was refused: stop forwarding at once, then follow the new primary."""
-        stage = self.stage
-        if stage.lease.role is Role.MASTER or epoch > stage.lease.epoch:
-            stage.lease = Lease(Role.STANDBY, max(epoch, stage.lease.epoch))
+        """A write was refused, or a higher epoch seen: stop forwarding at once, then follow the primary."""
+        if self.stage.step_down_at(epoch):
             self._in_background(self._after_step_down())
 
     async def _after_step_down(self) -> None:

@@ -98,7 +98,7 @@ class HaStage:
         self._flushed: asyncio.Future[int] | None = None  # resolved by the promotion flush
         self._tasks: list[asyncio.Task[None]] = []
         # Called with the store's epoch when a write is refused (set by `Roles`).
-        self.on_fenced: Callable[[int], None] = self._step_down_here
+        self.on_fenced: Callable[[int], object] = self.step_down_at
         self.on_lost_primary: Callable[[], None] = lambda: None
         self.lease = lease
 
@@ -142,9 +142,12 @@ class HaStage:
                     " at %d; stepping down", epoch, self._lease.epoch)
         self.on_fenced(epoch)
 
-    def _step_down_here(self, epoch: int) -> None:
+    def step_down_at(self, epoch: int) -> bool:
+        """Become standby at once, at `epoch` if it is higher; True if anything changed."""
         if epoch > self._lease.epoch or self._lease.role is Role.MASTER:
             self.lease = Lease(Role.STANDBY, max(epoch, self._lease.epoch))
+            return True
+        return False
 
     def lost_primary(self) -> None:
         """The store answered read-only: this node's Redis is no longer the primary.
@@ -452,16 +455,18 @@ class HaStage:
                 await task
         self._tasks.clear()
 
-    async def drain(self) -> None:
-        """Let the batch in the sink finish and its mark be written and replicated (a graceful step-down)."""
+    async def step_down_gracefully(self) -> None:
+        """Stop claiming, let the batch in the sink finish, then drop the role; return once its mark
+        is written and replicated."""
         async with self.master.lock:
-            await self.master.wait_marked()
+            self.lease = Lease(Role.STANDBY, self._lease.epoch)
+        await self.master.wait_marked()
 
     def gauges(self) -> dict[str, float]:
         """Pending entries, lease, epoch, degraded flag, store figures."""
         now = self.monotonic()
         return {
-            "pending_events": len(self.pending) + len(self._held) + len(self._returned),
+            "pending_events": self.pending_count(),
             # As standby: how far behind this node's receiving the master's forwarding is.
             "master_behind_seconds": self.pending.behind(self.clock()),
             "degraded": 1.0 if self.master.degraded else 0.0,

@@ -13,6 +13,7 @@ import pytest
 
 from tests.ha.conftest import (
     Device,
+    Load,
     Pair,
     doubled_under_new_ids,
     duplicate_ids,
@@ -53,15 +54,21 @@ def test_standby_killed_under_load_loses_nothing_and_doubles_nothing(pair: Pair)
     assert one_forwarder_per_epoch(pair), forwarders_per_epoch(pair.nodes)
 
 
+def kill_master_under_load(pair: Pair, device: Device) -> tuple[set[str], dict[str, object], Load]:
+    """Kill a 1 s into a 3 s load, promote b by hand; the ids a had in flight, b's state, the load."""
+    load = load_in_background(device, 3 * RATE, RATE)
+    time.sleep(1.0)
+    pair.a.kill()
+    device.nodes = [pair.b]
+    in_flight = pair.a.spool_ids()
+    promoted = pair.b.set_role("master")
+    return in_flight, promoted, load
+
+
 def test_master_killed_then_restarted_with_its_config_rejoins_as_standby(pair: Pair) -> None:
     a, b = pair.a, pair.b
     device = Device(pair.nodes, loss=LOSS)
-    load = load_in_background(device, 3 * RATE, RATE)
-    time.sleep(1.0)
-    a.kill()
-    device.nodes = [b]
-    in_flight = a.spool_ids()
-    promoted = b.set_role("master")
+    in_flight, promoted, load = kill_master_under_load(pair, device)
     load.join()
 
     load = load_in_background(device, 3 * RATE, RATE)
@@ -151,12 +158,7 @@ def test_master_killed_while_the_replica_lags_duplicates_only_its_spool(pair: Pa
 def test_rejoin_then_switchback_by_hand_doubles_nothing_and_leaves_one_primary(pair: Pair) -> None:
     a, b = pair.a, pair.b
     device = Device(pair.nodes, loss=LOSS)
-    load = load_in_background(device, 3 * RATE, RATE)
-    time.sleep(1.0)
-    a.kill()
-    device.nodes = [b]
-    in_flight = a.spool_ids()
-    promoted = b.set_role("master")
+    in_flight, promoted, load = kill_master_under_load(pair, device)
     device.nodes = [a, b]
     a.restart()
     rejoined = a.status()["role"]

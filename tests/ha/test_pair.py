@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.ha.conftest import Device, Node, Pair, duplicate_ids, forwarded, report, wait_quiet
+from tests.ha.conftest import ROOT, Device, Node, Pair, duplicate_ids, forwarded, report, wait_quiet
 
 pytestmark = pytest.mark.ha
 
@@ -121,3 +124,15 @@ def test_pair_on_a_redis_cluster_forwards_exactly_once_and_fails_over(cluster_pa
     lost, doubled = report("cluster, master killed", device.sent, forwarded(cluster_pair))
     assert not lost
     assert set(duplicate_ids(cluster_pair)) <= in_flight
+
+
+def test_a_role_switch_that_cannot_be_made_is_one_line_and_exit_2(pair: Pair) -> None:
+    pair.redis_b.kill()  # b cannot promote its own Redis
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "gateway", "role", "master", "-c", str(pair.b.config)],
+                       capture_output=True, text=True, timeout=60, env=env)
+    print(r.stderr)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert "409 cannot switch to master: redis" in r.stderr
+    assert pair.b.status()["role"]["role"] == "standby" and pair.a.status()["role"]["forwarding"]
