@@ -149,6 +149,38 @@ class HaConfig:
 
 
 @dataclass(frozen=True)
+class PathConfig:
+    """One heartbeat path between the two controllers (UDP, HMAC-authenticated)."""
+
+    local: str
+    peer: str
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """The failover controller of this node (`trapgate controller`): heartbeats, health, election."""
+
+    paths: dict[str, PathConfig] = field(default_factory=dict)
+    key: str = ""
+    priority: int = 100
+    heartbeat: float = 0.2
+    dead_after: float = 1.0
+    lease: float = 0.8
+    settle: float = 2.0
+    min_switch_interval: float = 10.0
+    witnesses: tuple[str, ...] = ()
+    status: str = "127.0.0.1:9190"
+    peer_status: str = ""
+    notify: tuple[str, ...] = ()
+    notify_timeout: float = 5.0
+    health_every: float = 0.2
+    fail_after: int = 3
+    interfaces: tuple[str, ...] = ()
+    floating_ip: str = ""
+    min_free_mb: int = 64
+
+
+@dataclass(frozen=True)
 class SinkConfig:
     """Where forwarded events go, one JSON object a line."""
 
@@ -194,6 +226,7 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     ha: HaConfig = field(default_factory=HaConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
 
 
 T = TypeVar("T")
@@ -297,6 +330,37 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
             _positive(f"ha.{key}", getattr(config.ha, key))
         for key in ("lease", "replica_wait", "catch_up"):
             _positive(f"ha.{key}", getattr(config.ha, key))
+    _validate_controller(config.controller)
+
+
+def validate_for_controller(config: Config) -> None:
+    """What `trapgate controller` needs beyond a valid node config: an HA node, paths, a key."""
+    c = config.controller
+    if config.dedup.store != "redis":
+        raise ConfigError("dedup.store", "must be 'redis': a controller drives a node of an HA pair")
+    if not c.paths:
+        raise ConfigError("controller.paths", "at least one heartbeat path is required")
+    if not c.key:
+        raise ConfigError("controller.key", "is required (it authenticates the heartbeats)")
+
+
+def _validate_controller(c: ControllerConfig) -> None:
+    for name, path in c.paths.items():
+        parse_address(f"controller.paths.{name}.local", path.local)
+        parse_address(f"controller.paths.{name}.peer", path.peer)
+    for i, witness in enumerate(c.witnesses):
+        parse_address(f"controller.witnesses[{i}]", witness)
+    parse_address("controller.status", c.status)
+    if c.peer_status:
+        parse_address("controller.peer_status", c.peer_status)
+    for key in ("heartbeat", "dead_after", "lease", "settle", "min_switch_interval", "notify_timeout",
+                "health_every", "fail_after", "min_free_mb"):
+        _positive(f"controller.{key}", getattr(c, key))
+    if c.lease >= c.dead_after:
+        raise ConfigError("controller.lease", f"must be shorter than controller.dead_after ({c.dead_after}), "
+                          "so that a master stops before its peer takes over")
+    if c.heartbeat * 2 > c.dead_after:
+        raise ConfigError("controller.heartbeat", "must be at most half of controller.dead_after")
 
 
 _SECTIONS: dict[str, type] = {
@@ -308,6 +372,7 @@ _SECTIONS: dict[str, type] = {
     "pipeline": PipelineConfig,
     "redis": RedisConfig,
     "ha": HaConfig,
+    "controller": ControllerConfig,
 }
 
 

@@ -145,6 +145,10 @@ class Roles:
         the role the node has renews the term and changes nothing else.
         Raises `RoleError` when the switch cannot be made.
         """
+        if Role(role) is Role.MASTER and self.stage.lease.role is Role.MASTER:
+            # A renewal: never waits behind a role change (a promotion renewed while it flushes).
+            self.stage.lease = dataclasses.replace(self.stage.lease, term=self._term(term))
+            return self.state()
         async with self._switching:
             try:
                 if Role(role) is Role.MASTER:
@@ -160,7 +164,7 @@ class Roles:
     async def _become_master(self, term: float | None) -> dict[str, Any]:
         stage = self.stage
         current = stage.lease
-        if current.role is Role.MASTER:
+        if current.role is Role.MASTER:  # became master while this call waited for the lock
             stage.lease = dataclasses.replace(current, term=self._term(term))
             return self.state()
         local, peer = self.local, self.peer

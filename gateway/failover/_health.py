@@ -1,0 +1,109 @@
+"""Health checks of the controller's own node, each with a failure threshold.
+
+A check is an async callable that returns True or raises/returns False; it
+runs every `every` seconds and counts as failing only after `fail_after`
+failures in a row (a single slow answer is not a failover).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import aiohttp
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.config import parse_address
+
+Check = Callable[[], Awaitable[bool]]
+
+
+class Checked:
+    """One named check and its state."""
+
+    def __init__(self, name: str, check: Check, fail_after: int) -> None:
+        self.name = name
+        self.check = check
+        self.fail_after = fail_after
+        self.failures = 0
+        self.ok = True  # until shown otherwise: a node starts healthy
+        self.last_error = ""
+
+    async def run(self, timeout: float) -> None:
+        """Run the check once and update the verdict."""
+        try:
+            passed = await asyncio.wait_for(self.check(), timeout)
+            self.last_error = "" if passed else "failed"
+        except (TimeoutError, OSError, aiohttp.ClientError, RedisError) as exc:
+            passed, self.last_error = False, type(exc).__name__
+        self.failures = 0 if passed else self.failures + 1
+        self.ok = self.failures < self.fail_after
+
+
+def gateway_health(session: aiohttp.ClientSession, admin: str) -> Check:
+    """The gateway answers 200 on /health."""
+
+    async def check() -> bool:
+        async with session.get(f"http://{admin}/health") as reply:
+            return reply.status == 200
+
+    return check
+
+
+def redis_ping(url: str, **kwargs: object) -> Check:
+    """The local Redis answers PING."""
+    client = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5, **kwargs)  # type: ignore[arg-type]
+
+    async def check() -> bool:
+        return bool(await client.ping())
+
+    return check
+
+
+def data_dir(path: Path, min_free_mb: int) -> Check:
+    """The directory that holds the spool is writable and has `min_free_mb` free."""
+
+    async def check() -> bool:
+        return os.access(path, os.W_OK) and shutil.disk_usage(path).free >= min_free_mb * 1024 * 1024
+
+    return check
+
+
+def interfaces(names: Sequence[str]) -> Check:
+    """Every named network interface is up."""
+
+    async def check() -> bool:
+        for name in names:
+            state = Path(f"/sys/class/net/{name}/operstate")
+            if not state.exists() or state.read_text().strip() not in ("up", "unknown"):
+                return False
+        return True
+
+    return check
+
+
+def floating_ip(address: str) -> Check:
+    """The floating address is on one of this host's interfaces."""
+
+    async def check() -> bool:
+        shown = await asyncio.to_thread(subprocess.run, ["ip", "-o", "addr", "show"], capture_output=True,
+                                        text=True, timeout=2)
+        return f" {address}/" in shown.stdout
+
+    return check
+
+
+async def reachable(address: str, timeout: float) -> bool:
+    """A TCP connection to `address` (host:port) opens within `timeout`."""
+    host, port = parse_address("controller.witnesses", address)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True

@@ -1,0 +1,464 @@
+"""The controller of one node: heartbeats, health, isolation, election, lease renewal.
+
+Strategy: every `heartbeat` seconds the controller reads its gateway's role
+(`GET /status`), sends a heartbeat on every path, and decides:
+
+* as master, it renews its gateway's term (`POST /role master` with `lease`)
+  unless the node is isolated (peer and every witness lost: the lease runs
+  out), or it hands over: to a healthy standby when its own node is not
+  healthy, or to the peer when both are masters and the peer wins (higher
+  epoch, then priority, then the lower name);
+* as standby, it promotes its gateway when the peer is dead (every path
+  silent for `dead_after`), or is a master that reports itself unhealthy, or
+  when both are standby and this node is preferred (priority, then name);
+  never while its own node is unhealthy or isolated, never before `settle`
+  at start unless it has heard the peer, never within `min_switch_interval`
+  of the last switch (the flapping guard).
+
+The gateway's term is shorter than the peer's `dead_after`, so a dead or
+paused controller never leaves a master forwarding after the peer takes
+over. A switch runs as a task; heartbeats go on meanwhile. Health checks run
+on their own interval and count as failing only after `fail_after` failures
+in a row, so an overloaded master whose answers are slow is not deposed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway._http import serve_app
+from gateway.config import Config, parse_address
+from gateway.failover import _health as health
+from gateway.failover._heartbeat import Beat, Opener, Sealer
+
+log = logging.getLogger(__name__)
+
+_RELEASE_HOLD = 10.0  # seconds a node that released the master role for a switch-back does not promote
+
+
+class _PathProtocol(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes], None]) -> None:
+        self.on_datagram = on_datagram
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.on_datagram(data)
+
+    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable: the peer is down
+        pass
+
+
+class Controller:
+    """The failover controller of the node whose config is `config` (see the module docstring)."""
+
+    def __init__(self, config: Config, monotonic: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.c = c = config.controller
+        self.node = config.node.name
+        self.admin = config.admin.address
+        self.token = config.ha.token
+        self.monotonic = monotonic
+        self.wall = wall
+        key = c.key.encode()
+        self.sealer = Sealer(key, self.node)
+        self.opener = Opener(key, self.node)
+        self.peer: Beat | None = None
+        self.heard: dict[str, float] = {}  # path -> when a heartbeat last arrived on it (monotonic)
+        self.gateway: dict[str, Any] | None = None  # the gateway's /status role, None while unreachable
+        self.role = "unknown"
+        self.epoch = 0
+        self.witnesses_ok: bool | None = None  # None: no witness configured
+        self.started_at = monotonic()
+        self.last_switch_at = -math.inf
+        self.hold_until = 0.0
+        self.switchovers: Counter[str] = Counter()
+        self.notify_failures = 0
+        self.isolated = False
+        self._switch: asyncio.Task[None] | None = None
+        self._transports: dict[str, asyncio.DatagramTransport] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.checks: list[health.Checked] = []
+        self._reported: set[str] = set()
+
+    # -- start and stop --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the heartbeat paths and the status API, and start the loops."""
+        c = self.c
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
+        loop = asyncio.get_running_loop()
+        for name, path in c.paths.items():
+            host, port = parse_address(f"controller.paths.{name}.local", path.local)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda name=name: _PathProtocol(lambda data: self._received(name, data)),  # type: ignore[misc]
+                local_addr=(host, port))
+            self._transports[name] = transport
+        redis = self.config.redis
+        spool_dir = Path(self.config.ha.spool).resolve().parent
+        self.checks = [
+            health.Checked("gateway", health.gateway_health(self._session, self.admin), c.fail_after),
+            health.Checked("redis", health.redis_ping(redis.local, password=redis.password or None,
+                                                      username=redis.username or None), c.fail_after),
+            health.Checked("data_dir", health.data_dir(spool_dir, c.min_free_mb), c.fail_after),
+        ]
+        if c.interfaces:
+            self.checks.append(health.Checked("interfaces", health.interfaces(c.interfaces), c.fail_after))
+        if c.floating_ip:
+            self.checks.append(health.Checked("floating_ip", health.floating_ip(c.floating_ip), c.fail_after))
+        app = web.Application()
+        app.router.add_get("/status", self._status_page)
+        app.router.add_get("/metrics", self._metrics_page)
+        app.router.add_post("/release", self._release_page)
+        app.router.add_post("/switch-back", self._switch_back_page)
+        self._runner = await serve_app(app, "controller.status", c.status)
+        self._tasks = [loop.create_task(self._beat_loop()), loop.create_task(self._health_loop())]
+        if c.witnesses:
+            self._tasks.append(loop.create_task(self._witness_loop()))
+        log.warning("controller of %s: priority %d, paths %s, settle %.1fs", self.node, c.priority,
+                    ", ".join(c.paths), c.settle)
+
+    async def stop(self) -> None:
+        """Stop the loops and close everything (the gateway's term then runs out by itself)."""
+        for task in [*self._tasks, *([self._switch] if self._switch else [])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for transport in self._transports.values():
+            transport.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    # -- heartbeats ----------------------------------------------------------------
+
+    def _received(self, path: str, data: bytes) -> None:
+        beat = self.opener.open(data, self.wall(), path)
+        if beat is not None:
+            self.heard[path] = self.monotonic()
+            peer = self.peer
+            if peer is None or peer.boot != beat.boot or beat.seq > peer.seq:
+                self.peer = beat  # the newest, whichever path brought it first
+
+    def peer_alive(self) -> bool:
+        """True while a heartbeat arrived on some path within `dead_after`."""
+        now = self.monotonic()
+        return any(now - at < self.c.dead_after for at in self.heard.values())
+
+    def healthy(self) -> bool:
+        """Every health check passes (the floating IP only matters on a master)."""
+        return all(ch.ok for ch in self.checks if ch.name != "floating_ip" or self.role == "master")
+
+    def _send_heartbeats(self) -> None:
+        datagram = self.sealer.seal(self.wall(), role=self.role, epoch=self.epoch, priority=self.c.priority,
+                                    healthy=self.healthy(), isolated=self.isolated)
+        for name, path in self.c.paths.items():
+            host, port = parse_address(f"controller.paths.{name}.peer", path.peer)
+            with contextlib.suppress(OSError):
+                self._transports[name].sendto(datagram, (host, port))
+
+    # -- the loops -----------------------------------------------------------------
+
+    async def _beat_loop(self) -> None:
+        while True:
+            started = self.monotonic()
+            try:
+                await self.tick()
+            except Exception:  # the loop must outlive a bug in one tick
+                log.exception("controller tick failed")
+            await asyncio.sleep(max(0.0, self.c.heartbeat - (self.monotonic() - started)))
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.gather(*(ch.run(self.c.health_every) for ch in self.checks))
+            for ch in self.checks:
+                self._report_change(f"check {ch.name}", ch.ok, ch.last_error)
+            await asyncio.sleep(self.c.health_every)
+
+    async def _witness_loop(self) -> None:
+        timeout = min(0.5, self.c.dead_after / 2)
+        while True:
+            seen = await asyncio.gather(*(health.reachable(w, timeout) for w in self.c.witnesses))
+            self.witnesses_ok = any(seen)
+            await asyncio.sleep(self.c.health_every)
+
+    def _report_change(self, what: str, ok: bool, detail: str = "") -> None:
+        """One log line when a condition changes, not one per tick."""
+        if ok and what in self._reported:
+            self._reported.discard(what)
+            log.warning("%s: ok again", what)
+        elif not ok and what not in self._reported:
+            self._reported.add(what)
+            log.warning("%s: failing%s", what, f" ({detail})" if detail else "")
+
+    # -- one tick ------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Read the gateway's role, heartbeat, decide (see the module docstring)."""
+        await self._read_gateway()
+        self.isolated = not self.peer_alive() and self.witnesses_ok is False
+        self._report_change("isolation (peer and every witness lost)", not self.isolated)
+        self._send_heartbeats()
+        if self._switch is not None and not self._switch.done():
+            return
+        if self.role == "master":
+            await self._as_master()
+        elif self.role == "standby":
+            reason = self._promotion_reason()
+            if reason is not None:
+                self._start_switch("master", reason)
+
+    async def _read_gateway(self) -> None:
+        old = self.role
+        try:
+            state = await self._admin("GET", "/status", timeout=max(0.1, self.c.heartbeat * 2))
+            self.gateway = state["role"]
+        except (aiohttp.ClientError, TimeoutError, KeyError, TypeError, ValueError):
+            self.gateway = None
+        gateway_ok = next((ch.ok for ch in self.checks if ch.name == "gateway"), True)
+        if self.gateway is not None:
+            self.role, self.epoch = str(self.gateway["role"]), int(self.gateway["epoch"])
+        elif not gateway_ok:
+            self.role = "unknown"
+        if self.role != old:
+            log.warning("gateway role: %s -> %s (epoch %d)", old, self.role, self.epoch)
+            if old != "unknown" or self.role == "master":
+                asyncio.get_running_loop().create_task(self._notify(old, self.role, self.epoch))
+
+    async def _as_master(self) -> None:
+        peer = self.peer if self.peer_alive() else None
+        if self.isolated:
+            return  # no renewal: the lease runs out and the gateway stops forwarding
+        if peer is not None and peer.role == "master" and self._peer_wins(peer):
+            self._start_switch("standby", "two_masters")
+        elif not self.healthy() and peer is not None and peer.role == "standby" and peer.healthy \
+                and not peer.isolated:
+            self._start_switch("standby", "unhealthy")
+        elif self.healthy() or self.gateway is not None:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                await self._admin("POST", "/role", {"role": "master", "lease": self.c.lease},
+                                  timeout=max(0.1, self.c.lease / 2))
+
+    def _promotion_reason(self) -> str | None:
+        c = self.c
+        now = self.monotonic()
+        if not self.healthy() or self.isolated or now < self.hold_until:
+            return None
+        if now - self.last_switch_at < c.min_switch_interval:
+            return None
+        if not self.peer_alive():
+            if self.peer is None and now - self.started_at < c.settle:
+                return None  # at start: give the peer `settle` to show up
+            return "peer_dead"
+        peer = self.peer
+        assert peer is not None
+        if peer.role == "master":
+            return "peer_unhealthy" if not peer.healthy else None
+        if not peer.healthy:
+            return "peer_unhealthy"
+        if (c.priority, _name_rank(peer.node)) > (peer.priority, _name_rank(self.node)):
+            return "election"
+        return None
+
+    def _peer_wins(self, peer: Beat) -> bool:
+        """Both are masters: the lower epoch steps down; ties by priority, then the lower name."""
+        mine = (self.epoch, self.c.priority, _name_rank(peer.node))
+        theirs = (peer.epoch, peer.priority, _name_rank(self.node))
+        return theirs > mine
+
+    # -- switching -----------------------------------------------------------------
+
+    def _start_switch(self, role: str, reason: str) -> None:
+        self._switch = asyncio.get_running_loop().create_task(self._do_switch(role, reason))
+
+    async def _do_switch(self, role: str, reason: str) -> None:
+        log.warning("switching this node to %s (%s)", role, reason)
+        body = {"role": role, "lease": self.c.lease if role == "master" else None}
+        try:
+            state = await self._admin("POST", "/role", body, timeout=60.0)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.error("the gateway did not switch to %s: %s", role, exc)
+            return
+        self.last_switch_at = self.monotonic()
+        self.switchovers[reason] += 1
+        self.role, self.epoch = state.get("role", self.role), int(state.get("epoch", self.epoch))
+        log.warning("this node is %s at epoch %d (%s)", self.role, self.epoch, reason)
+
+    async def _admin(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 2.0,
+                     address: str | None = None) -> Any:
+        """Call a gateway's (or a controller's) admin API; raises aiohttp.ClientError on an HTTP error."""
+        assert self._session is not None
+        url = f"http://{address or self.admin}{path}"
+        async with self._session.request(
+            method, url, json=body, headers={"Authorization": f"Bearer {self.token}"},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as reply:
+            data = await reply.json(content_type=None)
+            if reply.status != 200:
+                raise aiohttp.ClientResponseError(reply.request_info, (), status=reply.status,
+                                                  message=str(data.get("error", data)))
+            return data
+
+    async def _notify(self, old: str, new: str, epoch: int) -> None:
+        """Run each notify hook as `HOOK OLD_ROLE NEW_ROLE EPOCH`; a failure is logged and counted."""
+        for command in self.c.notify:
+            try:
+                proc = await asyncio.create_subprocess_exec(command, old, new, str(epoch))
+                code = await asyncio.wait_for(proc.wait(), self.c.notify_timeout)
+            except (OSError, TimeoutError) as exc:
+                code = -1
+                log.error("notify hook %s failed: %s", command, exc or "timeout")
+            if code != 0:
+                self.notify_failures += 1
+                log.error("notify hook %s exited %d", command, code)
+
+    # -- the status API ------------------------------------------------------------
+
+    def _authorized(self, request: web.Request) -> bool:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
+
+    async def _release_page(self, request: web.Request) -> web.Response:
+        """The peer asks for the master role back: hold off promotion, step the gateway down gracefully."""
+        if not self._authorized(request):
+            return web.json_response({"error": "missing or wrong token"}, status=401)
+        self.hold_until = self.monotonic() + _RELEASE_HOLD
+        if self._switch is not None and not self._switch.done():
+            await self._switch
+        try:
+            state = await self._admin("POST", "/role", {"role": "standby", "lease": None}, timeout=60.0)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return web.json_response({"error": f"the gateway did not step down: {exc}"}, status=503)
+        self.role = state.get("role", self.role)
+        self.last_switch_at = self.monotonic()
+        self.switchovers["released"] += 1
+        return web.json_response(state)
+
+    async def _switch_back_page(self, request: web.Request) -> web.Response:
+        """Take the master role back online: the peer steps down at a barrier, then this node promotes."""
+        if not self._authorized(request):
+            return web.json_response({"error": "missing or wrong token"}, status=401)
+        if not self.c.peer_status:
+            return web.json_response({"error": "controller.peer_status is not configured"}, status=409)
+        if self.role == "master":
+            return web.json_response(self.status())
+        if not self.healthy():
+            return web.json_response({"error": "this node is not healthy"}, status=409)
+        self.hold_until = 0.0
+        try:
+            await self._admin("POST", "/release", timeout=60.0, address=self.c.peer_status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"the peer did not release the master role: {exc}"
+            return web.json_response({"error": error}, status=503)
+        self._start_switch("master", "switch_back")
+        assert self._switch is not None
+        await self._switch
+        return web.json_response(self.status())
+
+    def status(self) -> dict[str, Any]:
+        """What GET /status shows."""
+        now = self.monotonic()
+        peer = self.peer
+        return {
+            "node": self.node,
+            "role": self.role,
+            "epoch": self.epoch,
+            "isolated": self.isolated,
+            "healthy": self.healthy(),
+            "health": {**{ch.name: ch.ok for ch in self.checks}, "witnesses": self.witnesses_ok},
+            "lease_remaining": None if self.gateway is None else self.gateway.get("lease_remaining"),
+            "peer": {
+                "node": peer.node if peer else None,
+                "alive": self.peer_alive(),
+                "role": peer.role if peer else None,
+                "epoch": peer.epoch if peer else None,
+                "healthy": peer.healthy if peer else None,
+                "paths": {name: (round(now - self.heard[name], 3) if name in self.heard else None)
+                          for name in self.c.paths},
+            },
+            "switchovers": sum(self.switchovers.values()),
+            "switchovers_by_reason": dict(self.switchovers),
+            "heartbeats_rejected": dict(self.opener.rejected),
+        }
+
+    async def _status_page(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    async def _metrics_page(self, request: web.Request) -> web.Response:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Metrics(self))
+        return web.Response(body=generate_latest(registry),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _name_rank(name: str) -> tuple[int, ...]:
+    """Orders names so that the lower name ranks higher (ties between equal priorities)."""
+    return tuple(-ord(ch) for ch in name)
+
+
+class _Metrics(Collector):
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def collect(self) -> Any:
+        c = self.controller
+        now = c.monotonic()
+        yield GaugeMetricFamily("trapgate_role", "1 while this node's gateway is master.",
+                                value=1.0 if c.role == "master" else 0.0)
+        yield GaugeMetricFamily("trapgate_epoch", "The epoch of this node's gateway.", value=c.epoch)
+        switches = CounterMetricFamily("trapgate_switchovers", "Role switches this controller made.",
+                                       labels=["reason"])
+        for reason, n in sorted(c.switchovers.items()):
+            switches.add_metric([reason], n)
+        yield switches
+        ages = GaugeMetricFamily("trapgate_heartbeat_age_seconds", "Since the peer's last heartbeat.",
+                                 labels=["path"])
+        for name in c.c.paths:
+            ages.add_metric([name], now - c.heard[name] if name in c.heard else math.inf)
+        yield ages
+        checks = GaugeMetricFamily("trapgate_health_check", "1 while a health check passes.",
+                                   labels=["check"])
+        for ch in c.checks:
+            checks.add_metric([ch.name], 1.0 if ch.ok else 0.0)
+        yield checks
+        remaining = (c.gateway or {}).get("lease_remaining") or 0.0
+        yield GaugeMetricFamily("trapgate_lease_remaining_seconds",
+                                "Forwarding time left on the gateway's lease.", value=float(remaining))
+        yield CounterMetricFamily("trapgate_notify_failures", "Notify hooks that failed.",
+                                  value=c.notify_failures)
+        rejected = CounterMetricFamily("trapgate_heartbeats_rejected", "Heartbeats dropped, by reason.",
+                                       labels=["reason"])
+        for reason, n in sorted(c.opener.rejected.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+
+
+async def run_controller(config: Config) -> None:
+    """Run the controller of `config`'s node until SIGINT or SIGTERM."""
+    import signal
+
+    controller = Controller(config)
+    await controller.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await controller.stop()
