@@ -273,14 +273,14 @@ class Controller:
             return "peer_unhealthy" if not peer.healthy else None
         if not peer.healthy:
             return "peer_unhealthy"
-        if (c.priority, _name_rank(peer.node)) > (peer.priority, _name_rank(self.node)):
+        if (c.priority, _name_rank(self.node)) > (peer.priority, _name_rank(peer.node)):
             return "election"
         return None
 
     def _peer_wins(self, peer: Beat) -> bool:
         """Both are masters: the lower epoch steps down; ties by priority, then the lower name."""
-        mine = (self.epoch, self.c.priority, _name_rank(peer.node))
-        theirs = (peer.epoch, peer.priority, _name_rank(self.node))
+        mine = (self.epoch, self.c.priority, _name_rank(self.node))
+        theirs = (peer.epoch, peer.priority, _name_rank(peer.node))
         return theirs > mine
 
     # -- switching -----------------------------------------------------------------

@@ -1,0 +1,130 @@
+"""The controller's parts without a network: heartbeats, election rules, its config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from formats import parser_names
+from gateway.config import Config, ControllerConfig, PathConfig, config_from_dict, validate_for_controller
+from gateway.errors import ConfigError
+from gateway.failover._heartbeat import Beat, Opener, Sealer
+from gateway.failover.controller import Controller
+
+KEY = b"pair secret"
+STATE = {"role": "master", "epoch": 3, "priority": 100, "healthy": True, "isolated": False}
+
+
+def test_a_heartbeat_is_accepted_once_per_path_and_never_replayed() -> None:
+    sealer, opener = Sealer(KEY, "a"), Opener(KEY, "b")
+    first = sealer.seal(1000.0, **STATE)
+    beat = opener.open(first, 1000.1, "service")
+    assert beat is not None and (beat.node, beat.role, beat.epoch, beat.seq) == ("a", "master", 3, 1)
+    assert opener.open(first, 1000.2, "dedicated") is not None  # the same heartbeat on the other path
+    assert opener.open(first, 1000.3, "service") is None  # replayed
+    assert opener.open(sealer.seal(1000.4, **STATE), 1000.4, "service") is not None
+    assert opener.rejected == {"replay": 1}
+
+
+def test_forged_own_malformed_and_old_boot_heartbeats_change_nothing() -> None:
+    opener = Opener(KEY, "b")
+    assert opener.open(Sealer(b"wrong key", "a").seal(1000.0, **STATE), 1000.0, "p") is None
+    assert opener.open(Sealer(KEY, "b").seal(1000.0, **STATE), 1000.0, "p") is None
+    assert opener.open(b"short", 1000.0, "p") is None
+    assert opener.open(Sealer(KEY, "a").seal(1000.0, **STATE), 1100.0, "p") is None  # a boot 100 s off
+    tampered = bytearray(Sealer(KEY, "a").seal(1000.0, **STATE))
+    tampered[10] ^= 1
+    assert opener.open(bytes(tampered), 1000.0, "p") is None
+    assert opener.rejected == {"bad_mac": 3, "own": 1, "stale": 1}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def controller(priority: int = 100, name: str = "a", **overrides: object) -> tuple[Controller, Clock]:
+    config = dataclasses.replace(
+        Config(), node=dataclasses.replace(Config().node, name=name),
+        controller=ControllerConfig(paths={"p": PathConfig("127.0.0.2:7400", "127.0.0.3:7400")}, key="k",
+                                    priority=priority, **overrides),  # type: ignore[arg-type]
+    )
+    clock = Clock()
+    c = Controller(config, monotonic=clock, wall=clock)
+    c.role = "standby"
+    return c, clock
+
+
+def beat(node: str = "b", role: str = "standby", epoch: int = 1, priority: int = 100, healthy: bool = True,
+         seq: int = 1) -> Beat:
+    return Beat(node, "boot", seq, 0.0, role, epoch, priority, healthy, False)
+
+
+def hear(c: Controller, clock: Clock, peer: Beat) -> None:
+    c.peer, c.heard["p"] = peer, clock.now
+
+
+def test_a_standby_waits_settle_for_its_peer_then_promotes_alone() -> None:
+    c, clock = controller(settle=2.0)
+    assert c._promotion_reason() is None
+    clock.now += 2.1
+    assert c._promotion_reason() == "peer_dead"
+
+
+def test_the_preferred_standby_is_elected_and_the_other_waits() -> None:
+    low, clock = controller(priority=100, name="b")
+    hear(low, clock, beat("a", priority=200))
+    assert low._promotion_reason() is None
+    high, clock = controller(priority=200, name="a")
+    hear(high, clock, beat("b", priority=100))
+    assert high._promotion_reason() == "election"
+    tie, clock = controller(priority=100, name="a")  # equal priorities: the lower name
+    hear(tie, clock, beat("b", priority=100))
+    assert tie._promotion_reason() == "election"
+
+
+def test_a_standby_takes_over_from_a_dead_or_unhealthy_master_only() -> None:
+    c, clock = controller()
+    hear(c, clock, beat(role="master", epoch=4, priority=300))
+    assert c._promotion_reason() is None
+    hear(c, clock, beat(role="master", epoch=4, priority=300, healthy=False, seq=2))
+    assert c._promotion_reason() == "peer_unhealthy"
+    hear(c, clock, beat(role="master", epoch=4, priority=300, seq=3))
+    clock.now += 1.01  # every path silent for dead_after
+    assert c._promotion_reason() == "peer_dead"
+
+
+def test_no_promotion_while_unhealthy_isolated_held_or_within_the_flapping_guard() -> None:
+    c, clock = controller(min_switch_interval=10.0)
+    clock.now += 5
+    c.last_switch_at = clock.now - 3
+    assert c._promotion_reason() is None
+    clock.now += 8
+    assert c._promotion_reason() == "peer_dead"
+    c.isolated = True
+    assert c._promotion_reason() is None
+    c.isolated, c.hold_until = False, clock.now + 1
+    assert c._promotion_reason() is None
+
+
+def test_when_two_masters_meet_the_lower_epoch_steps_down_then_priority_then_name() -> None:
+    c, _ = controller(priority=100, name="a")
+    c.epoch = 5
+    assert c._peer_wins(beat(role="master", epoch=6, priority=1))
+    assert not c._peer_wins(beat(role="master", epoch=4, priority=900))
+    assert c._peer_wins(beat(role="master", epoch=5, priority=200))
+    assert not c._peer_wins(beat("b", role="master", epoch=5, priority=100))
+
+
+def test_controller_config_errors_name_the_key() -> None:
+    names = parser_names()
+    with pytest.raises(ConfigError, match="controller.lease"):
+        config_from_dict({"controller": {"lease": 1.0, "dead_after": 1.0}}, names)
+    with pytest.raises(ConfigError, match="controller.paths.x.peer"):
+        config_from_dict({"controller": {"paths": {"x": {"local": "127.0.0.1:1", "peer": "nope"}}}}, names)
+    with pytest.raises(ConfigError, match="dedup.store"):
+        validate_for_controller(config_from_dict({}, names))
