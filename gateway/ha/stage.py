@@ -27,8 +27,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from dedup import FencedError, Mode, StoreError, fingerprint
 from dedup.pair import PairStore
@@ -69,6 +71,7 @@ class HaStage:
         monotonic: Callable[[], float] = time.monotonic,
         retry_after: float = 0.5,
         replica_wait: float = 1.0,
+        epoch_file: Path | None = None,
     ) -> None:
         self.node = node
         self.store = store
@@ -100,6 +103,11 @@ class HaStage:
         # Called with the store's epoch when a write is refused (set by `Roles`).
         self.on_fenced: Callable[[int], object] = self.step_down_at
         self.on_lost_primary: Callable[[], None] = lambda: None
+        # The highest epoch this node has seen, kept on disk: a restart never goes below it.
+        self.epoch_file = epoch_file
+        self._epoch_saved = _read_epoch(epoch_file)
+        if lease.epoch < self._epoch_saved:
+            lease = dataclasses.replace(lease, epoch=self._epoch_saved)
         self.lease = lease
 
     # -- the lease ------------------------------------------------------------
@@ -113,6 +121,9 @@ class HaStage:
     def lease(self, lease: Lease) -> None:
         was_forwarding = self.forwarding()
         self._lease = lease
+        if lease.epoch > self._epoch_saved:
+            _write_epoch(self.epoch_file, lease.epoch)
+            self._epoch_saved = lease.epoch
         self.store.epoch = max(lease.epoch, 1)
         if lease.role is Role.MASTER:
             self.forwarder.epoch = lease.epoch
@@ -480,6 +491,24 @@ class HaStage:
     def pending_count(self) -> int:
         """Events this node holds, numbered or not."""
         return len(self.pending) + len(self._held) + len(self._returned)
+
+
+def _read_epoch(path: Path | None) -> int:
+    try:
+        return int(path.read_text()) if path is not None else 0
+    except (OSError, ValueError):
+        return 0  # none yet, or unreadable: the stores still know the epoch
+
+
+def _write_epoch(path: Path | None, epoch: int) -> None:
+    if path is None:
+        return
+    temporary = path.with_name(path.name + ".new")
+    try:
+        temporary.write_text(f"{epoch}\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        log.error("cannot keep the epoch in %s: %s", path, exc.strerror)
 
 
 class _NotMaster(Exception):

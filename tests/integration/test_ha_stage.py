@@ -293,3 +293,20 @@ def test_events_held_for_numbering_at_promotion_are_forwarded_once(redis: RedisS
         return sink
 
     assert sorted(asyncio.run(main()).msgs()) == ["held", "numbered"]
+
+
+def test_the_highest_epoch_seen_is_kept_on_disk_and_a_restart_starts_from_it(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    async def main() -> tuple[int, int]:
+        kept = tmp_path / "spool.epoch"
+        store = RedisStore(RedisSettings(port=redis.port))
+        first = HaStage("a", store, Forwarder("a", ListSink()), Mode.EXACT, 30.0, lease(Role.MASTER, 4),
+                        epoch_file=kept)
+        first.lease = lease(Role.STANDBY, 7)  # learned from a successor
+        again = HaStage("a", store, Forwarder("a", ListSink()), Mode.EXACT, 30.0, lease(Role.STANDBY, 0),
+                        epoch_file=kept)
+        await store.close()
+        return int(kept.read_text()), again.lease.epoch
+
+    assert asyncio.run(main()) == (7, 7)
