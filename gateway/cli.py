@@ -18,8 +18,16 @@ import urllib.request
 import uvloop
 
 from formats import parser_names
-from gateway.config import Config, SinkConfig, default_config, load_config, validate_for_controller
+from gateway.config import (
+    Config,
+    SinkConfig,
+    default_config,
+    load_config,
+    parse_address,
+    validate_for_controller,
+)
 from gateway.errors import GatewayError
+from gateway.failover.arbiter import run_arbiter
 from gateway.failover.controller import run_controller
 from gateway.node import serve
 
@@ -46,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show both nodes of a pair: role, epoch, lease, paths, health")
     status.add_argument("-c", "--config", required=True, help="the node's config")
     status.add_argument("--json", action="store_true", help="print JSON")
+    witness = sub.add_parser("witness", help="run the arbiter of a pair on a third host (master vote)")
+    witness.add_argument("--listen", required=True, help="UDP host:port to answer vote requests on")
+    witness.add_argument("--key", default=os.environ.get("TRAPGATE_WITNESS_KEY"),
+                         help="the pair's controller.key (or TRAPGATE_WITNESS_KEY)")
+    witness.add_argument("--vote-lease", type=float, default=2.0,
+                         help="seconds a vote lasts without renewal (the pairs' controller.vote_lease)")
     failback = sub.add_parser("failback", help="after a repair: rejoin as standby, or take the role back")
     failback.add_argument("-c", "--config", required=True, help="the repaired node's config")
     failback.add_argument("--switch-back", action="store_true",
@@ -153,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args)
         if args.command == "failback":
             return _failback(args)
+        if args.command == "witness":
+            if not args.key:
+                raise GatewayError("witness: --key (or TRAPGATE_WITNESS_KEY) is required")
+            host, port = parse_address("--listen", args.listen)
+            uvloop.run(run_arbiter(host, port, args.key.encode(), args.vote_lease))
+            return 0
         if args.command == "controller":
             config = _config(args.config)
             validate_for_controller(config)

@@ -169,6 +169,8 @@ class ControllerConfig:
     settle: float = 2.0
     min_switch_interval: float = 10.0
     witnesses: tuple[str, ...] = ()
+    arbiter: str = ""
+    vote_lease: float = 2.0
     status: str = "127.0.0.1:9190"
     peer_status: str = ""
     notify: tuple[str, ...] = ()
@@ -351,10 +353,15 @@ def _validate_controller(c: ControllerConfig) -> None:
     for i, witness in enumerate(c.witnesses):
         parse_address(f"controller.witnesses[{i}]", witness)
     parse_address("controller.status", c.status)
+    if c.arbiter:
+        parse_address("controller.arbiter", c.arbiter)
+        if c.vote_lease <= c.lease + c.heartbeat:
+            raise ConfigError("controller.vote_lease", "must be longer than controller.lease plus one "
+                              "heartbeat, so that a master without the vote stops before the vote passes on")
     if c.peer_status:
         parse_address("controller.peer_status", c.peer_status)
     for key in ("heartbeat", "dead_after", "lease", "settle", "min_switch_interval", "notify_timeout",
-                "health_every", "fail_after", "min_free_mb"):
+                "health_every", "fail_after", "min_free_mb", "vote_lease"):
         _positive(f"controller.{key}", getattr(c, key))
     if c.lease >= c.dead_after:
         raise ConfigError("controller.lease", f"must be shorter than controller.dead_after ({c.dead_after}), "

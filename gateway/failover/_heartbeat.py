@@ -41,8 +41,27 @@ class Beat:
     isolated: bool
 
 
+def seal(key: bytes, fields: dict[str, Any]) -> bytes:
+    """`fields` as a JSON body followed by its HMAC-SHA256 under `key`."""
+    body = orjson.dumps(fields)
+    return body + hmac.new(key, body, hashlib.sha256).digest()
+
+
+def open_sealed(key: bytes, datagram: bytes) -> dict[str, Any] | None:
+    """The fields of a sealed datagram whose MAC verifies under `key` (None otherwise)."""
+    body, mac = datagram[:-MAC_SIZE], datagram[-MAC_SIZE:]
+    expected = hmac.new(key, body, hashlib.sha256).digest()
+    if len(datagram) <= MAC_SIZE or not hmac.compare_digest(mac, expected):
+        return None
+    try:
+        fields = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
 class Sealer:
-    """Makes this node's heartbeats: one boot id, a growing sequence."""
+    """Makes this node's heartbeats (and vote requests): one boot id, a growing sequence."""
 
     def __init__(self, key: bytes, node: str) -> None:
         self.key = key
@@ -51,44 +70,54 @@ class Sealer:
         self.seq = 0
 
     def seal(self, wall_time: float, **state: Any) -> bytes:
-        """The next heartbeat datagram, with `state` (role, epoch, priority, healthy, isolated)."""
+        """The next datagram, carrying `state` (for a heartbeat: role, epoch, priority, healthy, isolated)."""
         self.seq += 1
-        body = orjson.dumps({"node": self.node, "boot": self.boot, "seq": self.seq, "sent_at": wall_time,
-                             **state})
-        return body + hmac.new(self.key, body, hashlib.sha256).digest()
+        return seal(self.key, {"node": self.node, "boot": self.boot, "seq": self.seq, "sent_at": wall_time,
+                               **state})
 
 
 class Opener:
-    """Checks heartbeats from the peer; remembers the last (boot, seq) it accepted on each path."""
+    """Checks sealed datagrams from other nodes; remembers the last (boot, seq) per path and sender."""
 
     def __init__(self, key: bytes, node: str) -> None:
         self.key = key
         self.node = node
-        self._last: dict[str, tuple[str, int]] = {}  # path -> (boot, seq)
+        self._last: dict[tuple[str, str], tuple[str, int]] = {}  # (path, sender) -> (boot, seq)
         self.rejected: Counter[str] = Counter()
 
     def open(self, datagram: bytes, wall_time: float, path: str) -> Beat | None:
         """The heartbeat in `datagram`, or None (counted by reason) if it must change nothing."""
-        body, mac = datagram[:-MAC_SIZE], datagram[-MAC_SIZE:]
-        if len(datagram) <= MAC_SIZE or not hmac.compare_digest(
-                mac, hmac.new(self.key, body, hashlib.sha256).digest()):
+        fields = self.open_fields(datagram, wall_time, path)
+        if fields is None:
+            return None
+        try:
+            return Beat(**fields)
+        except TypeError:
+            self.rejected["malformed"] += 1
+            return None
+
+    def open_fields(self, datagram: bytes, wall_time: float, path: str) -> dict[str, Any] | None:
+        """The fields of a sealed datagram from another node, checked as the module docstring says."""
+        fields = open_sealed(self.key, datagram)
+        if fields is None:
             self.rejected["bad_mac"] += 1
             return None
         try:
-            beat = Beat(**orjson.loads(body))
-        except (orjson.JSONDecodeError, TypeError):
+            node, boot, seq = str(fields["node"]), str(fields["boot"]), int(fields["seq"])
+            sent_at = float(fields["sent_at"])
+        except (KeyError, TypeError, ValueError):
             self.rejected["malformed"] += 1
             return None
-        if beat.node == self.node:
+        if node == self.node:
             self.rejected["own"] += 1
             return None
-        boot, seq = self._last.get(path, ("", 0))
-        if beat.boot == boot:
-            if beat.seq <= seq:
+        last_boot, last_seq = self._last.get((path, node), ("", 0))
+        if boot == last_boot:
+            if seq <= last_seq:
                 self.rejected["replay"] += 1
                 return None
-        elif abs(beat.sent_at - wall_time) > MAX_CLOCK_SKEW:
+        elif abs(sent_at - wall_time) > MAX_CLOCK_SKEW:
             self.rejected["stale"] += 1
             return None
-        self._last[path] = (beat.boot, beat.seq)
-        return beat
+        self._last[(path, node)] = (boot, seq)
+        return fields

@@ -44,7 +44,7 @@ from prometheus_client.registry import Collector
 from gateway._http import serve_app
 from gateway.config import Config, parse_address
 from gateway.failover import _health as health
-from gateway.failover._heartbeat import Beat, Opener, Sealer
+from gateway.failover._heartbeat import Beat, Opener, Sealer, open_sealed
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,17 @@ class _PathProtocol(asyncio.DatagramProtocol):
         self.on_datagram(data)
 
     def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable: the peer is down
+        pass
+
+
+class _VoteReplies(asyncio.DatagramProtocol):
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.controller._vote_reply(data)
+
+    def error_received(self, exc: Exception) -> None:  # the arbiter is down: the request times out
         pass
 
 
@@ -96,6 +107,11 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self.checks: list[health.Checked] = []
         self._reported: set[str] = set()
+        # The arbiter's vote: held until (monotonic), and the requests waiting for a reply, by seq.
+        self.vote_until = -math.inf
+        self.vote_holder = ""
+        self._arbiter: asyncio.DatagramTransport | None = None
+        self._votes: dict[int, asyncio.Future[bool]] = {}
 
     # -- start and stop --------------------------------------------------------
 
@@ -110,6 +126,10 @@ class Controller:
                 lambda name=name: _PathProtocol(lambda data: self._received(name, data)),  # type: ignore[misc]
                 local_addr=(host, port))
             self._transports[name] = transport
+        if c.arbiter:
+            host, port = parse_address("controller.arbiter", c.arbiter)
+            self._arbiter, _ = await loop.create_datagram_endpoint(lambda: _VoteReplies(self),
+                                                                   remote_addr=(host, port))
         redis = self.config.redis
         spool_dir = Path(self.config.ha.spool).resolve().parent
         self.checks = [
@@ -140,7 +160,7 @@ class Controller:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for transport in self._transports.values():
+        for transport in [*self._transports.values(), *([self._arbiter] if self._arbiter else [])]:
             transport.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -222,7 +242,7 @@ class Controller:
             await self._as_master()
         elif self.role == "standby":
             reason = self._promotion_reason()
-            if reason is not None:
+            if reason is not None and await self._ask_vote():
                 self._start_switch("master", reason)
 
     async def _read_gateway(self) -> None:
@@ -242,10 +262,48 @@ class Controller:
             if old != "unknown" or self.role == "master":
                 asyncio.get_running_loop().create_task(self._notify(old, self.role, self.epoch))
 
+    # -- the arbiter -----------------------------------------------------------------
+
+    async def _ask_vote(self) -> bool:
+        """Ask the arbiter for the master vote (a renewal when this node holds it); True if granted."""
+        if self._arbiter is None:
+            return True
+        asked_at = self.monotonic()
+        datagram = self.sealer.seal(self.wall(), op="vote", epoch=self.epoch)
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._votes[self.sealer.seq] = answer
+        self._arbiter.sendto(datagram)
+        try:
+            granted = await asyncio.wait_for(answer, max(0.05, self.c.heartbeat * 0.75))
+        except TimeoutError:
+            granted = False
+        finally:
+            self._votes.pop(self.sealer.seq, None)
+        if granted:
+            self.vote_until = asked_at + self.c.vote_lease
+        self._report_change("arbiter vote", granted or self.role != "master", self.vote_holder)
+        return granted
+
+    def _vote_reply(self, data: bytes) -> None:
+        fields = open_sealed(self.c.key.encode(), data)
+        if fields is None or fields.get("node") != self.node:
+            return
+        self.vote_holder = str(fields.get("holder", ""))
+        answer = self._votes.get(int(fields.get("seq", -1)))
+        if answer is not None and not answer.done():
+            answer.set_result(bool(fields.get("granted")))
+
+    def holds_vote(self) -> bool:
+        """True without an arbiter, or while the arbiter's vote for this node is valid."""
+        return self._arbiter is None or self.monotonic() < self.vote_until
+
     async def _as_master(self) -> None:
         peer = self.peer if self.peer_alive() else None
         if self.isolated:
             return  # no renewal: the lease runs out and the gateway stops forwarding
+        await self._ask_vote()
+        if not self.holds_vote() and peer is None:
+            return  # the vote is not this node's and the peer is silent: let the lease run out
         if peer is not None and peer.role == "master" and self._peer_wins(peer):
             self._start_switch("standby", "two_masters")
         elif not self.healthy() and peer is not None and peer.role == "standby" and peer.healthy \
@@ -393,6 +451,8 @@ class Controller:
                 "paths": {name: (round(now - self.heard[name], 3) if name in self.heard else None)
                           for name in self.c.paths},
             },
+            "arbiter": None if self._arbiter is None else {"holds_vote": self.holds_vote(),
+                                                            "holder": self.vote_holder},
             "switchovers": sum(self.switchovers.values()),
             "switchovers_by_reason": dict(self.switchovers),
             "heartbeats_rejected": dict(self.opener.rejected),

@@ -9,7 +9,8 @@ import pytest
 from formats import parser_names
 from gateway.config import Config, ControllerConfig, PathConfig, config_from_dict, validate_for_controller
 from gateway.errors import ConfigError
-from gateway.failover._heartbeat import Beat, Opener, Sealer
+from gateway.failover._heartbeat import Beat, Opener, Sealer, open_sealed
+from gateway.failover.arbiter import Arbiter
 from gateway.failover.controller import Controller
 
 KEY = b"pair secret"
@@ -122,9 +123,35 @@ def test_when_two_masters_meet_the_lower_epoch_steps_down_then_priority_then_nam
 
 def test_controller_config_errors_name_the_key() -> None:
     names = parser_names()
-    with pytest.raises(ConfigError, match="controller.lease"):
+    with pytest.raises(ConfigError, match=r"controller\.lease"):
         config_from_dict({"controller": {"lease": 1.0, "dead_after": 1.0}}, names)
-    with pytest.raises(ConfigError, match="controller.paths.x.peer"):
+    with pytest.raises(ConfigError, match=r"controller\.paths\.x\.peer"):
         config_from_dict({"controller": {"paths": {"x": {"local": "127.0.0.1:1", "peer": "nope"}}}}, names)
-    with pytest.raises(ConfigError, match="dedup.store"):
+    with pytest.raises(ConfigError, match=r"dedup\.store"):
         validate_for_controller(config_from_dict({}, names))
+
+
+def test_the_arbiter_gives_the_vote_to_one_node_until_its_vote_runs_out() -> None:
+    clock = Clock()
+    arbiter = Arbiter(KEY, vote_lease=2.0, monotonic=clock, wall=clock)
+    assert arbiter.decide("a", 3)
+    assert not arbiter.decide("b", 4)  # a holds it: a full cut of the heartbeat paths gives one master
+    clock.now += 1.5
+    assert arbiter.decide("a", 3)  # a renewal
+    clock.now += 1.9
+    assert not arbiter.decide("b", 4)
+    clock.now += 0.2  # a stopped renewing 2 s ago: its vote ran out
+    assert arbiter.decide("b", 4) and arbiter.vote.holder == "b" and arbiter.vote.epoch == 4
+
+
+def test_the_arbiter_answers_sealed_requests_and_ignores_forged_and_replayed_ones() -> None:
+    clock = Clock()
+    arbiter = Arbiter(KEY, vote_lease=2.0, monotonic=clock, wall=clock)
+    a, b = Sealer(KEY, "a"), Sealer(KEY, "b")
+    request = a.seal(clock.now, op="vote", epoch=1)
+    reply = open_sealed(KEY, arbiter.answer(request) or b"")
+    assert reply is not None and (reply["granted"], reply["holder"], reply["seq"]) == (True, "a", 1)
+    assert arbiter.answer(request) is None  # replayed
+    assert arbiter.answer(Sealer(b"forged", "b").seal(clock.now, op="vote", epoch=9)) is None
+    refused = open_sealed(KEY, arbiter.answer(b.seal(clock.now, op="vote", epoch=2)) or b"")
+    assert refused is not None and (refused["granted"], refused["holder"]) == (False, "a")
