@@ -7,6 +7,7 @@ one line on stderr and exit code 2; no traceback reaches the user.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -191,4 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:  # the reader of our output went away (`trapgate status | head`)
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lets the interpreter's final flush succeed
     return 0
