@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import tomllib
+import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -161,6 +162,7 @@ class ControllerConfig:
     """The failover controller of this node (`trapgate controller`): heartbeats, health, election."""
 
     paths: dict[str, PathConfig] = field(default_factory=dict)
+    tcp: PathConfig | None = None
     key: str = ""
     priority: int = 100
     heartbeat: float = 0.2
@@ -238,6 +240,9 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "tru
 
 def _check_type(key: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # X | None: a TOML value of X (absent is None)
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        origin = typing.get_origin(hint)
     if origin is tuple:  # tuple[X, ...]: a TOML array of X
         if not isinstance(value, list):
             raise ConfigError(key, f"must be a list, not {value!r}")
@@ -350,6 +355,9 @@ def _validate_controller(c: ControllerConfig) -> None:
     for name, path in c.paths.items():
         parse_address(f"controller.paths.{name}.local", path.local)
         parse_address(f"controller.paths.{name}.peer", path.peer)
+    if c.tcp is not None:
+        parse_address("controller.tcp.local", c.tcp.local)
+        parse_address("controller.tcp.peer", c.tcp.peer)
     for i, witness in enumerate(c.witnesses):
         parse_address(f"controller.witnesses[{i}]", witness)
     parse_address("controller.status", c.status)

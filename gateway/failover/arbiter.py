@@ -5,8 +5,9 @@ two-node cluster). A controller asks it for the vote with an HMAC-sealed
 request naming its node and epoch; the arbiter grants the vote when nobody
 holds it, when the holder's vote ran out (`vote_lease` after its last
 renewal), or to the holder itself (a renewal), and refuses it otherwise. With
-an arbiter, a standby promotes only once it holds the vote, and a master keeps
-its term only while it holds the vote or hears its peer; so a cut of every
+an arbiter, a standby that lost its peer promotes only once it holds the vote,
+and a master keeps its term only while it holds the vote or hears its peer
+(two nodes that hear each other need no third); so a cut of every
 heartbeat path while both nodes reach the arbiter leaves one master. The
 vote lease is longer than the gateway's lease: a master that lost both the
 peer and the arbiter has stopped forwarding before the vote can pass on.

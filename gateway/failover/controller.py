@@ -112,6 +112,9 @@ class Controller:
         self.vote_holder = ""
         self._arbiter: asyncio.DatagramTransport | None = None
         self._votes: dict[int, asyncio.Future[bool]] = {}
+        # The TCP session path: the server for the peer's session, and this node's session to the peer.
+        self._tcp_server: asyncio.Server | None = None
+        self._tcp_out: asyncio.StreamWriter | None = None
 
     # -- start and stop --------------------------------------------------------
 
@@ -149,6 +152,10 @@ class Controller:
         app.router.add_post("/switch-back", self._switch_back_page)
         self._runner = await serve_app(app, "controller.status", c.status)
         self._tasks = [loop.create_task(self._beat_loop()), loop.create_task(self._health_loop())]
+        if c.tcp is not None:
+            host, port = parse_address("controller.tcp.local", c.tcp.local)
+            self._tcp_server = await asyncio.start_server(self._tcp_serve, host, port, reuse_address=True)
+            self._tasks.append(loop.create_task(self._tcp_connect_loop()))
         if c.witnesses:
             self._tasks.append(loop.create_task(self._witness_loop()))
         log.warning("controller of %s: priority %d, paths %s, settle %.1fs", self.node, c.priority,
@@ -162,6 +169,10 @@ class Controller:
                 await task
         for transport in [*self._transports.values(), *([self._arbiter] if self._arbiter else [])]:
             transport.close()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
+        if self._tcp_out is not None:
+            self._tcp_out.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -176,6 +187,9 @@ class Controller:
             peer = self.peer
             if peer is None or peer.boot != beat.boot or beat.seq > peer.seq:
                 self.peer = beat  # the newest, whichever path brought it first
+
+    def _path_names(self) -> list[str]:
+        return [*self.c.paths, *(["tcp"] if self.c.tcp is not None else [])]
 
     def peer_alive(self) -> bool:
         """True while a heartbeat arrived on some path within `dead_after`."""
@@ -193,6 +207,35 @@ class Controller:
             host, port = parse_address(f"controller.paths.{name}.peer", path.peer)
             with contextlib.suppress(OSError):
                 self._transports[name].sendto(datagram, (host, port))
+        if self._tcp_out is not None and not self._tcp_out.is_closing():
+            self._tcp_out.write(len(datagram).to_bytes(2, "big") + datagram)
+
+    # -- the TCP session path ----------------------------------------------------------
+
+    async def _tcp_connect_loop(self) -> None:
+        """Keep a session to the peer's TCP path open; heartbeats go on it too (length-prefixed)."""
+        assert self.c.tcp is not None
+        host, port = parse_address("controller.tcp.peer", self.c.tcp.peer)
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.c.dead_after)
+                self._tcp_out = writer
+                await writer.wait_closed()
+            except (OSError, TimeoutError):
+                pass
+            self._tcp_out = None
+            await asyncio.sleep(self.c.heartbeat)
+
+    async def _tcp_serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read the peer's session: each heartbeat is a 2-byte length and a sealed datagram."""
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                self._received("tcp", await reader.readexactly(size))
+        except (asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            writer.close()
 
     # -- the loops -----------------------------------------------------------------
 
@@ -242,7 +285,8 @@ class Controller:
             await self._as_master()
         elif self.role == "standby":
             reason = self._promotion_reason()
-            if reason is not None and await self._ask_vote():
+            # The vote only matters when the peer is silent: two nodes that hear each other agree.
+            if reason is not None and (reason != "peer_dead" or await self._ask_vote()):
                 self._start_switch("master", reason)
 
     async def _read_gateway(self) -> None:
@@ -449,7 +493,7 @@ class Controller:
                 "epoch": peer.epoch if peer else None,
                 "healthy": peer.healthy if peer else None,
                 "paths": {name: (round(now - self.heard[name], 3) if name in self.heard else None)
-                          for name in self.c.paths},
+                          for name in self._path_names()},
             },
             "arbiter": None if self._arbiter is None else {"holds_vote": self.holds_vote(),
                                                             "holder": self.vote_holder},
@@ -490,7 +534,7 @@ class _Metrics(Collector):
         yield switches
         ages = GaugeMetricFamily("trapgate_heartbeat_age_seconds", "Since the peer's last heartbeat.",
                                  labels=["path"])
-        for name in c.c.paths:
+        for name in c._path_names():
             ages.add_metric([name], now - c.heard[name] if name in c.heard else math.inf)
         yield ages
         checks = GaugeMetricFamily("trapgate_health_check", "1 while a health check passes.",
