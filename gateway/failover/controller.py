@@ -400,6 +400,7 @@ class Controller:
             return
         self.last_switch_at = self.monotonic()
         self.switchovers[reason] += 1
+        self.gateway = state
         self.role, self.epoch = state.get("role", self.role), int(state.get("epoch", self.epoch))
         log.warning("this node is %s at epoch %d (%s)", self.role, self.epoch, reason)
 

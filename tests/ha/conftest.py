@@ -23,13 +23,15 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.procs import die_with_parent
 from tests.gateway_process import GatewayProcess
 from tests.redis_servers import RedisClusterServers, RedisServer, free_port
 from tests.toml_render import render_toml
@@ -44,8 +46,9 @@ class Node(GatewayProcess):
 
     def __init__(self, name: str, host: str, workdir: Path, redis: RedisServer | None,
                  peer_redis: RedisServer | None, role: str, ha: dict[str, Any] | None = None,
-                 cluster_url: str = "") -> None:
+                 cluster_url: str = "", controller: dict[str, Any] | None = None) -> None:
         self.name, self.host, self.workdir = name, host, workdir
+        self.controller_table = controller
         workdir.mkdir(parents=True, exist_ok=True)
         self.syslog_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
         self.snmp_port = free_port()
@@ -69,6 +72,7 @@ class Node(GatewayProcess):
             "sink": {"type": "file", "path": str(self.out)},
             "quarantine": {"path": str(workdir / "quarantine.jsonl")},
             "pipeline": {"flush_ms": 5.0},
+            **({"controller": controller} if controller is not None else {}),
         }))
         self.admin_url = f"http://{host}:{self.admin_port}"
         self.spool = workdir / "spool"
@@ -469,3 +473,359 @@ def cluster_pair(tmp_path: Path) -> Iterator[list[Node]]:
         finally:
             for node in (a, b):
                 node.stop()
+
+
+# --- Pairs driven by their failover controllers (`trapgate controller`) -------------------------
+
+CONTROLLER_KEY = "ha-test-controller-key"
+TC = "/usr/sbin/tc"
+PATHS = ("service", "dedicated")
+
+
+def trapgate(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """`python -m gateway ARGS`, as an operator runs it; the finished process (not checked)."""
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def controller_available() -> str | None:
+    """Why `trapgate controller` cannot run here, or None when it can."""
+    if not (ROOT / "gateway" / "failover").is_dir():
+        return "gateway/failover/ does not exist yet"
+    r = trapgate("controller", "--help", timeout=30)
+    return None if r.returncode == 0 else f"`trapgate controller --help` failed: {r.stderr.strip()[-300:]}"
+
+
+def controller_tables(hosts: tuple[str, str], witnesses: list[str],
+                      **options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `[controller]` tables of node a (priority 200) and node b (priority 100).
+
+    Each node gets a free port on its own address for every path in `PATHS`
+    and for its status API; `options` override the timing (heartbeat, dead_after, ...).
+    """
+    ports = [{name: free_port(host=h) for name in (*PATHS, "status")} for h in hosts]
+    tables = []
+    for me, (host, priority) in enumerate(zip(hosts, (200, 100), strict=True)):
+        peer = 1 - me
+        tables.append({
+            "key": CONTROLLER_KEY, "priority": priority, "heartbeat": 0.2, "dead_after": 1.0, "lease": 0.8,
+            "settle": 2.0, "min_switch_interval": 5.0, "witnesses": witnesses,
+            "status": f"{host}:{ports[me]['status']}",
+            "peer_status": f"{hosts[peer]}:{ports[peer]['status']}",
+            "paths": {name: {"local": f"{host}:{ports[me][name]}",
+                             "peer": f"{hosts[peer]}:{ports[peer][name]}"} for name in PATHS},
+            **options,
+        })
+    return tables[0], tables[1]
+
+
+class Controller(GatewayProcess):
+    """The `trapgate controller -c FILE` process of a node, reached through its status API."""
+
+    def __init__(self, node: Node) -> None:
+        assert node.controller_table is not None, "the node was written without a [controller] table"
+        self.node = node
+        self.name = node.name
+        self.admin_url = f"http://{node.controller_table['status']}"
+        self.log = node.workdir / "controller.log"
+        self.proc = None
+        self.paused = False
+
+    def start(self, timeout: float = 20.0) -> Controller:
+        """Start it and wait until GET /status answers 200."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "controller", "-c", str(self.node.config)],
+            cwd=self.node.workdir,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "ab"), preexec_fn=die_with_parent,  # noqa: SIM115
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"controller {self.name} exited: {self.log.read_text()[-2000:]}")
+            try:
+                if self.get("/status")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"controller {self.name} did not serve /status: {self.log.read_text()[-2000:]}")
+
+    def role(self) -> str:
+        """"master", "standby" or "unknown", from /status."""
+        return str(self.status()["role"])
+
+    def summary(self) -> dict[str, Any]:
+        """Role, epoch, switchovers and what it knows of the peer, for a report line."""
+        s = self.status()
+        return {"role": s["role"], "epoch": s["epoch"], "switchovers": s["switchovers"],
+                "isolated": s["isolated"], "peer": {k: s["peer"][k] for k in ("alive", "role", "epoch")}}
+
+    def pause(self) -> None:
+        """SIGSTOP."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM (after SIGCONT when paused); SIGKILL when it does not exit within 10 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if self.paused:
+            self.resume()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def wait_controller_role(ctl: Controller, role: str, above_epoch: int | None = None,
+                         timeout: float = 10.0) -> dict[str, Any]:
+    """Until the controller's /status says `role` (at an epoch above `above_epoch`); that status.
+
+    Raises AssertionError with the last status seen on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            state = ctl.status()
+        except OSError as exc:
+            state = {"error": str(exc)}
+        else:
+            if state["role"] == role and (above_epoch is None or int(state["epoch"]) > above_epoch):
+                return state
+        time.sleep(0.05)
+    raise AssertionError(
+        f"controller {ctl.name} not {role} above epoch {above_epoch} after {timeout} s: {state}")
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float) -> None:
+    """Poll `condition` every 50 ms; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+class Witness:
+    """A plain TCP listener on 127.0.0.1 that accepts and closes; after `close` connects are refused."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.1)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="witness")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.close()
+
+    def close(self) -> None:
+        """Stop listening (idempotent)."""
+        self._closed.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def switchover_time(node: Node, since: float, timeout: float = 10.0) -> float | None:
+    """Seconds from `since` (time.monotonic()) to the first growth of `node`'s output after this
+    call began, polled every 5 ms; None when it did not grow within `timeout` seconds of the call."""
+    def size() -> int:
+        return node.out.stat().st_size if node.out.exists() else 0
+
+    start = size()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if size() > start:
+            return time.monotonic() - since
+        time.sleep(0.005)
+    return None
+
+
+class OutputWatch(threading.Thread):
+    """Samples a node's output size every 5 ms until `stop`; `last_growth` is when it last grew."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(daemon=True, name=f"watch-{node.name}")
+        self.node = node
+        self.last_growth: float | None = None
+        self._stopped = threading.Event()
+
+    def _size(self) -> int:
+        return self.node.out.stat().st_size if self.node.out.exists() else 0
+
+    def run(self) -> None:
+        last = self._size()
+        while not self._stopped.wait(0.005):
+            now = self._size()
+            if now > last:
+                self.last_growth, last = time.monotonic(), now
+
+    def stop(self) -> float | None:
+        """Stop sampling; the monotonic time of the last growth seen (None: never grew)."""
+        self._stopped.set()
+        self.join()
+        return self.last_growth
+
+
+def tc_unavailable() -> str | None:
+    """Why `LoopbackCut` cannot work here (not root, no tc, a root qdisc already on lo), or None."""
+    if os.geteuid() != 0:
+        return "cutting a path needs root (tc on lo)"
+    if not Path(TC).exists():
+        return f"{TC} not found"
+    shown = subprocess.run([TC, "qdisc", "show", "dev", "lo"], capture_output=True, text=True, check=False)
+    if "root" in shown.stdout and "noqueue" not in shown.stdout:
+        return f"lo already has a root qdisc, not ours: {shown.stdout.strip()}"
+    return None
+
+
+def _tc(*args: str) -> None:
+    r = subprocess.run([TC, *args], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"tc {' '.join(args)}: {r.stderr.strip()}")
+
+
+class LoopbackCut:
+    """Drops chosen UDP destination ports on lo, and nothing else, while `cut` is entered.
+
+    The kernel here has no sch_prio and cannot load act_gact (`action drop`
+    fails), so entering puts an htb root on lo whose unclassified traffic goes
+    out directly, plus one class whose pfifo holds 0 packets; `cut` adds u32
+    filters into that class and removes them. Adding or deleting a root qdisc
+    drops the packets queued at that instant (seen: up to 9 events sent to both
+    nodes), so enter this before the load starts and leave it after the load
+    ended; the filters alone change nothing else. Leaving deletes the root
+    qdisc, always.
+    """
+
+    def __enter__(self) -> LoopbackCut:
+        _tc("qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "0")
+        try:
+            _tc("class", "add", "dev", "lo", "parent", "1:", "classid", "1:2", "htb", "rate", "10gbit")
+            _tc("qdisc", "add", "dev", "lo", "parent", "1:2", "handle", "2:", "pfifo", "limit", "0")
+        except BaseException:
+            _tc("qdisc", "del", "dev", "lo", "root")
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _tc("qdisc", "del", "dev", "lo", "root")
+
+    @contextmanager
+    def cut(self, ports: Iterable[int]) -> Iterator[None]:
+        """Every UDP datagram to `ports` on lo is dropped inside the block."""
+        try:
+            for port in ports:
+                _tc("filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "7", "u32",
+                    "match", "ip", "protocol", "17", "0xff", "match", "ip", "dport", str(port), "0xffff",
+                    "classid", "1:2")
+            yield
+        finally:
+            _tc("filter", "del", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "7")
+
+
+def tc_dropped() -> int:
+    """Packets the cut has dropped so far (the pfifo of `LoopbackCut`), 0 when there is none."""
+    shown = subprocess.run([TC, "-s", "qdisc", "show", "dev", "lo"], capture_output=True, text=True,
+                           check=False)
+    lines = shown.stdout.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("qdisc pfifo 2:") and i + 1 < len(lines) and "dropped" in lines[i + 1]:
+            return int(lines[i + 1].split("dropped ")[1].split(",")[0])
+    return 0
+
+
+@dataclass
+class ControlledPair(Pair):
+    """A `Pair` whose roles are set by two controllers; `elected_in`: seconds from the
+    controllers' start until a was master (controller and gateway)."""
+
+    ctl_a: Controller
+    ctl_b: Controller
+    witness: Witness
+    elected_in: float
+
+    @property
+    def controllers(self) -> list[Controller]:
+        return [self.ctl_a, self.ctl_b]
+
+    def path_ports(self, path: str) -> list[int]:
+        """The UDP ports both controllers listen on for `path` (cutting both cuts it both ways)."""
+        return [int(str(n.controller_table["paths"][path]["local"]).rsplit(":", 1)[1])  # type: ignore[index]
+                for n in self.nodes]
+
+
+@contextmanager
+def running_controlled_pair(tmp_path: Path, **options: Any) -> Iterator[ControlledPair]:
+    """Two Redis (b's replicating a's), two gateways started as standby, one witness, two
+    controllers (a priority 200, b 100); yields once a is master. Everything is stopped on
+    exit, controllers first; a traceback in any log fails the test after the cleanup."""
+    reason = controller_available()
+    if reason is not None:
+        pytest.skip(reason)
+    started: list[Any] = []
+    witness = Witness()
+    try:
+        redis_a = RedisServer(tmp_path / "ra", host="127.0.0.2").start()
+        started.append(redis_a)
+        redis_b = RedisServer(tmp_path / "rb", host="127.0.0.3", replicaof=redis_a).start()
+        started.append(redis_b)
+        table_a, table_b = controller_tables(("127.0.0.2", "127.0.0.3"), [witness.address], **options)
+        a = Node("a", "127.0.0.2", tmp_path / "a", redis_a, redis_b, "standby", controller=table_a).start()
+        started.append(a)
+        b = Node("b", "127.0.0.3", tmp_path / "b", redis_b, redis_a, "standby", controller=table_b).start()
+        started.append(b)
+        t0 = time.monotonic()
+        ctl_a = Controller(a)
+        started.append(ctl_a.start())
+        ctl_b = Controller(b)
+        started.append(ctl_b.start())
+        wait_controller_role(ctl_a, "master", timeout=float(table_a["settle"]) + 8.0)
+        wait_role(a, "master", timeout=5.0)
+        epoch = int(ctl_a.status()["epoch"])
+        wait_until(lambda: ctl_b.status()["epoch"] == epoch and ctl_b.status()["peer"]["alive"],
+                   f"b knows a is master at epoch {epoch}", 5.0)
+        pair = ControlledPair(a, b, redis_a, redis_b, ctl_a, ctl_b, witness, time.monotonic() - t0)
+        yield pair
+    finally:
+        for thing in reversed(started):  # controllers, then gateways, then Redis
+            thing.stop()
+        witness.close()
+        logs = {p: p.read_text() for p in tmp_path.glob("*/controller.log")}
+        logs |= {p: p.read_text() for p in tmp_path.glob("*/stderr.log")}
+        broken = {str(p): text[-3000:] for p, text in logs.items() if "Traceback" in text}
+    assert not broken, broken
+
+
+@pytest.fixture
+def controlled_pair(tmp_path: Path) -> Iterator[ControlledPair]:
+    """`running_controlled_pair` for one test."""
+    with running_controlled_pair(tmp_path) as p:
+        yield p
