@@ -273,7 +273,8 @@ class Roles:
         every = self.lease_seconds / 4
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), every)
+                async with asyncio.timeout(every):
+                    await self._kick.wait()
             self._kick.clear()
             try:
                 await self.keep_once()

@@ -37,7 +37,8 @@ class Checked:
     async def run(self, timeout: float) -> None:
         """Run the check once and update the verdict."""
         try:
-            passed = await asyncio.wait_for(self.check(), timeout)
+            async with asyncio.timeout(timeout):
+                passed = await self.check()
             self.last_error = "" if passed else "failed"
         except (TimeoutError, OSError, aiohttp.ClientError, RedisError) as exc:
             passed, self.last_error = False, type(exc).__name__
@@ -102,7 +103,8 @@ async def reachable(address: str, timeout: float) -> bool:
     """A TCP connection to `address` (host:port) opens within `timeout`."""
     host, port = parse_address("controller.witnesses", address)
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError):
         return False
     writer.close()

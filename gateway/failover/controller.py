@@ -218,7 +218,8 @@ class Controller:
         host, port = parse_address("controller.tcp.peer", self.c.tcp.peer)
         while True:
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.c.dead_after)
+                async with asyncio.timeout(self.c.dead_after):
+                    _, writer = await asyncio.open_connection(host, port)
                 self._tcp_out = writer
                 await writer.wait_closed()
             except (OSError, TimeoutError):
@@ -318,7 +319,8 @@ class Controller:
         self._votes[self.sealer.seq] = answer
         self._arbiter.sendto(datagram)
         try:
-            granted = await asyncio.wait_for(answer, max(0.05, self.c.heartbeat * 0.75))
+            async with asyncio.timeout(max(0.05, self.c.heartbeat * 0.75)):
+                granted = await answer
         except TimeoutError:
             granted = False
         finally:
@@ -424,10 +426,17 @@ class Controller:
         for command in self.c.notify:
             try:
                 proc = await asyncio.create_subprocess_exec(command, old, new, str(epoch))
-                code = await asyncio.wait_for(proc.wait(), self.c.notify_timeout)
-            except (OSError, TimeoutError) as exc:
-                code = -1
-                log.error("notify hook %s failed: %s", command, exc or "timeout")
+            except OSError as exc:
+                self.notify_failures += 1
+                log.error("notify hook %s cannot run: %s", command, exc.strerror or exc)
+                continue
+            try:
+                async with asyncio.timeout(self.c.notify_timeout):
+                    code = await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                code = await proc.wait()
+                log.error("notify hook %s took longer than %.1fs; killed", command, self.c.notify_timeout)
             if code != 0:
                 self.notify_failures += 1
                 log.error("notify hook %s exited %d", command, code)

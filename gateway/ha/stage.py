@@ -144,7 +144,8 @@ class HaStage:
                 return False
             self._lease_moved.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lease_moved.wait(), 0.05)
+                async with asyncio.timeout(0.05):
+                    await self._lease_moved.wait()
 
     def fenced(self, epoch: int) -> None:
         """A write was refused: the store has seen `epoch`, higher than this node's."""
@@ -337,7 +338,8 @@ class HaStage:
         self._flushed = asyncio.get_running_loop().create_future()
         self._wake.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(self._flushed), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self._flushed)
         except TimeoutError:
             return None
 
@@ -412,7 +414,8 @@ class HaStage:
         reconcile_at = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _RECONCILE_EVERY)
+                async with asyncio.timeout(_RECONCILE_EVERY):
+                    await self._wake.wait()
             self._wake.clear()
             now = self.monotonic()
             reconcile = now >= reconcile_at

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +157,17 @@ def test_the_arbiter_answers_sealed_requests_and_ignores_forged_and_replayed_one
     assert arbiter.answer(Sealer(b"forged", "b").seal(clock.now, op="vote", epoch=9)) is None
     refused = open_sealed(KEY, arbiter.answer(b.seal(clock.now, op="vote", epoch=2)) or b"")
     assert refused is not None and (refused["granted"], refused["holder"]) == (False, "a")
+
+
+def test_notify_hooks_get_old_role_new_role_and_epoch_and_failures_are_counted(tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    good, bad, slow = tmp_path / "good", tmp_path / "bad", tmp_path / "slow"
+    good.write_text(f'#!/bin/sh\necho "$1 $2 $3" >> {seen}\n')
+    bad.write_text("#!/bin/sh\nexit 3\n")
+    slow.write_text("#!/bin/sh\nsleep 10\n")
+    for hook in (good, bad, slow):
+        hook.chmod(0o755)
+    c, _ = controller(notify=(str(good), str(bad), str(slow), str(tmp_path / "missing")), notify_timeout=0.2)
+    asyncio.run(c._notify("standby", "master", 4))
+    assert seen.read_text() == "standby master 4\n"
+    assert c.notify_failures == 3  # exit 3, killed after the timeout, cannot run
