@@ -158,6 +158,17 @@ class PathConfig:
 
 
 @dataclass(frozen=True)
+class CheckConfig:
+    """One health check's own interval and failure threshold (0: the controller's defaults)."""
+
+    every: float = 0.0
+    fail_after: int = 0
+
+
+CHECKS = ("gateway", "redis", "data_dir", "interfaces", "floating_ip")
+
+
+@dataclass(frozen=True)
 class ControllerConfig:
     """The failover controller of this node (`trapgate controller`): heartbeats, health, election."""
 
@@ -179,6 +190,7 @@ class ControllerConfig:
     notify_timeout: float = 5.0
     health_every: float = 0.2
     fail_after: int = 3
+    checks: dict[str, CheckConfig] = field(default_factory=dict)
     interfaces: tuple[str, ...] = ()
     floating_ip: str = ""
     min_free_mb: int = 64
@@ -355,6 +367,10 @@ def _validate_controller(c: ControllerConfig) -> None:
     for name, path in c.paths.items():
         parse_address(f"controller.paths.{name}.local", path.local)
         parse_address(f"controller.paths.{name}.peer", path.peer)
+    for name, check in c.checks.items():
+        _one_of(f"controller.checks.{name}", name, CHECKS)
+        if check.every < 0 or check.fail_after < 0:
+            raise ConfigError(f"controller.checks.{name}", "every and fail_after must be 0 or more")
     if c.tcp is not None:
         parse_address("controller.tcp.local", c.tcp.local)
         parse_address("controller.tcp.peer", c.tcp.peer)

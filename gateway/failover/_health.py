@@ -26,18 +26,19 @@ Check = Callable[[], Awaitable[bool]]
 class Checked:
     """One named check and its state."""
 
-    def __init__(self, name: str, check: Check, fail_after: int) -> None:
+    def __init__(self, name: str, check: Check, every: float, fail_after: int) -> None:
         self.name = name
         self.check = check
+        self.every = every
         self.fail_after = fail_after
         self.failures = 0
         self.ok = True  # until shown otherwise: a node starts healthy
         self.last_error = ""
 
-    async def run(self, timeout: float) -> None:
-        """Run the check once and update the verdict."""
+    async def run(self) -> None:
+        """Run the check once (it may take `every` at most) and update the verdict."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(self.every):
                 passed = await self.check()
             self.last_error = "" if passed else "failed"
         except (TimeoutError, OSError, aiohttp.ClientError, RedisError) as exc:
@@ -56,12 +57,15 @@ def gateway_health(session: aiohttp.ClientSession, admin: str) -> Check:
     return check
 
 
-def redis_ping(url: str, **kwargs: object) -> Check:
-    """The local Redis answers PING."""
+def redis_ping(url: str, must_be_primary: Callable[[], bool], **kwargs: object) -> Check:
+    """The local Redis answers PING, and is a primary while `must_be_primary()` (this node is master)."""
     client = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5, **kwargs)  # type: ignore[arg-type]
 
     async def check() -> bool:
-        return bool(await client.ping())
+        if not await client.ping():
+            return False
+        role = await client.execute_command("ROLE")  # type: ignore[no-untyped-call]
+        return not must_be_primary() or bytes(role[0]) == b"master"
 
     return check
 

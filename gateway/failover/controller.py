@@ -135,23 +135,29 @@ class Controller:
                                                                    remote_addr=(host, port))
         redis = self.config.redis
         spool_dir = Path(self.config.ha.spool).resolve().parent
-        self.checks = [
-            health.Checked("gateway", health.gateway_health(self._session, self.admin), c.fail_after),
-            health.Checked("redis", health.redis_ping(redis.local, password=redis.password or None,
-                                                      username=redis.username or None), c.fail_after),
-            health.Checked("data_dir", health.data_dir(spool_dir, c.min_free_mb), c.fail_after),
-        ]
+        checks = {
+            "gateway": health.gateway_health(self._session, self.admin),
+            "redis": health.redis_ping(redis.local, lambda: self.role == "master",
+                                       password=redis.password or None, username=redis.username or None),
+            "data_dir": health.data_dir(spool_dir, c.min_free_mb),
+        }
         if c.interfaces:
-            self.checks.append(health.Checked("interfaces", health.interfaces(c.interfaces), c.fail_after))
+            checks["interfaces"] = health.interfaces(c.interfaces)
         if c.floating_ip:
-            self.checks.append(health.Checked("floating_ip", health.floating_ip(c.floating_ip), c.fail_after))
+            checks["floating_ip"] = health.floating_ip(c.floating_ip)
+        for name, check in checks.items():
+            own = c.checks.get(name)
+            every = own.every if own is not None and own.every else c.health_every
+            fail_after = own.fail_after if own is not None and own.fail_after else c.fail_after
+            self.checks.append(health.Checked(name, check, every, fail_after))
         app = web.Application()
         app.router.add_get("/status", self._status_page)
         app.router.add_get("/metrics", self._metrics_page)
         app.router.add_post("/release", self._release_page)
         app.router.add_post("/switch-back", self._switch_back_page)
         self._runner = await serve_app(app, "controller.status", c.status)
-        self._tasks = [loop.create_task(self._beat_loop()), loop.create_task(self._health_loop())]
+        self._tasks = [loop.create_task(self._beat_loop()),
+                       *(loop.create_task(self._check_loop(ch)) for ch in self.checks)]
         if c.tcp is not None:
             host, port = parse_address("controller.tcp.local", c.tcp.local)
             self._tcp_server = await asyncio.start_server(self._tcp_serve, host, port, reuse_address=True)
@@ -249,12 +255,11 @@ class Controller:
                 log.exception("controller tick failed")
             await asyncio.sleep(max(0.0, self.c.heartbeat - (self.monotonic() - started)))
 
-    async def _health_loop(self) -> None:
+    async def _check_loop(self, check: health.Checked) -> None:
         while True:
-            await asyncio.gather(*(ch.run(self.c.health_every) for ch in self.checks))
-            for ch in self.checks:
-                self._report_change(f"check {ch.name}", ch.ok, ch.last_error)
-            await asyncio.sleep(self.c.health_every)
+            await check.run()
+            self._report_change(f"check {check.name}", check.ok, check.last_error)
+            await asyncio.sleep(check.every)
 
     async def _witness_loop(self) -> None:
         timeout = min(0.5, self.c.dead_after / 2)
