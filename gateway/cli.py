@@ -120,9 +120,12 @@ def _status(args: argparse.Namespace) -> int:
         paths = ", ".join(f"{name} {'-' if age is None else f'{age:.1f}s'}"
                           for name, age in peer["paths"].items())
         failing = [name for name, ok in node["health"].items() if ok is False]
+        redis = node.get("redis") or {}
+        replication = f"redis {redis.get('role', '?')} offset {redis.get('offset', '?')}"
         lease = "-" if node["lease_remaining"] is None else f"{node['lease_remaining']}s"
         print(f"{node['node']}: {node['role']} epoch {node['epoch']} lease {lease}; "
-              f"health {'ok' if not failing else 'FAILING ' + ','.join(failing)}; "
+              f"health {'ok' if not failing else 'FAILING ' + ','.join(failing)}; {replication}; "
+              f"pending {node.get('pending')}; "
               f"peer {peer['node']} {'alive' if peer['alive'] else 'DEAD'} ({paths}); "
               f"switchovers {node['switchovers']}{'; ISOLATED' if node['isolated'] else ''}")
     gateway = nodes.get("gateway")

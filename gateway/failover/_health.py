@@ -57,15 +57,23 @@ def gateway_health(session: aiohttp.ClientSession, admin: str) -> Check:
     return check
 
 
-def redis_ping(url: str, must_be_primary: Callable[[], bool], **kwargs: object) -> Check:
-    """The local Redis answers PING, and is a primary while `must_be_primary()` (this node is master)."""
+def redis_ping(url: str, must_be_primary: Callable[[], bool], seen: dict[str, object],
+               **kwargs: object) -> Check:
+    """The local Redis answers PING, and is a primary while `must_be_primary()` (this node is master).
+
+    Its replication role and offset go into `seen`, for the status.
+    """
     client = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5, **kwargs)  # type: ignore[arg-type]
 
     async def check() -> bool:
         if not await client.ping():
             return False
         role = await client.execute_command("ROLE")  # type: ignore[no-untyped-call]
-        return not must_be_primary() or bytes(role[0]) == b"master"
+        kind = bytes(role[0]).decode()
+        seen.update(role=kind, offset=int(role[1] if kind == "master" else role[4]),
+                    replicas=len(role[2]) if kind == "master" else None,
+                    link=bytes(role[3]).decode() if kind == "slave" else None)
+        return not must_be_primary() or kind == "master"
 
     return check
 

@@ -106,6 +106,7 @@ class Controller:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.checks: list[health.Checked] = []
+        self.redis: dict[str, object] = {}  # the local Redis's replication role and offset, last seen
         self._reported: set[str] = set()
         # The arbiter's vote: held until (monotonic), and the requests waiting for a reply, by seq.
         self.vote_until = -math.inf
@@ -137,7 +138,7 @@ class Controller:
         spool_dir = Path(self.config.ha.spool).resolve().parent
         checks = {
             "gateway": health.gateway_health(self._session, self.admin),
-            "redis": health.redis_ping(redis.local, lambda: self.role == "master",
+            "redis": health.redis_ping(redis.local, lambda: self.role == "master", self.redis,
                                        password=redis.password or None, username=redis.username or None),
             "data_dir": health.data_dir(spool_dir, c.min_free_mb),
         }
@@ -501,6 +502,8 @@ class Controller:
             "healthy": self.healthy(),
             "health": {**{ch.name: ch.ok for ch in self.checks}, "witnesses": self.witnesses_ok},
             "lease_remaining": None if self.gateway is None else self.gateway.get("lease_remaining"),
+            "pending": None if self.gateway is None else self.gateway.get("pending"),
+            "redis": self.redis,
             "peer": {
                 "node": peer.node if peer else None,
                 "alive": self.peer_alive(),
