@@ -332,7 +332,9 @@ def doubled_under_new_ids(device: Device, nodes: Iterable[Node]) -> dict[str, in
     return {t: len(i) - expected[t] for t, i in ids.items() if len(i) > expected[t]}
 
 
-def fault_report(name: str, device: Device, nodes: list[Node]) -> tuple[dict[str, int], dict[str, int]]:
+def fault_report(
+    name: str, device: Device, nodes: list[Node], owed_if: Callable[[str, float], bool] | None = None,
+) -> tuple[dict[str, int], dict[str, int]]:
     """Print one line (sent / received-by-some / forwarded / lost / duplicated / forwarders
     per epoch) and return (lost, doubled) as text -> occurrences.
 
@@ -340,6 +342,8 @@ def fault_report(name: str, device: Device, nodes: list[Node]) -> tuple[dict[str
     owed as many times as it reached a node that stayed up (`Node.stayed_up_at`).
     Each distinct event id forwarded counts as one occurrence: lost = owed minus
     distinct ids; doubled = lines beyond one per id, plus ids beyond the expected.
+    `owed_if(node name, send time)`, when given, replaces `stayed_up_at` (e.g. owed only
+    what reached b, or only what was sent while the node's process ran).
     """
     by_name = {n.name: n for n in nodes}
     drops = {n.name: n.udp_drops() for n in nodes}
@@ -348,7 +352,10 @@ def fault_report(name: str, device: Device, nodes: list[Node]) -> tuple[dict[str
     for text, got, when in device.sends:
         if got:
             expected[text] += 1
-        if any(name in by_name and by_name[name].stayed_up_at(when, drops[name]) for name in got):
+        if owed_if is not None:
+            if any(owed_if(name, when) for name in got):
+                owed[text] += 1
+        elif any(name in by_name and by_name[name].stayed_up_at(when, drops[name]) for name in got):
             owed[text] += 1
     lines: Counter[str] = Counter()
     ids: dict[str, set[str]] = {}
@@ -496,6 +503,32 @@ def controller_available() -> str | None:
     return None if r.returncode == 0 else f"`trapgate controller --help` failed: {r.stderr.strip()[-300:]}"
 
 
+def free_udp_port(host: str) -> int:
+    """A port free on `host` for TCP and for UDP (a heartbeat path binds UDP)."""
+    for _ in range(200):
+        port = free_port(host=host)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free UDP port")
+
+
+def controller_ports(table: dict[str, Any]) -> set[int]:
+    """Every port a `[controller]` table binds (paths, tcp path, status API)."""
+    addresses = [str(path["local"]) for path in table["paths"].values()] + [str(table["status"])]
+    if table.get("tcp"):
+        addresses.append(str(table["tcp"]["local"]))
+    return {int(a.rsplit(":", 1)[1]) for a in addresses}
+
+
+def node_ports(node: Node) -> set[int]:
+    """Every port a `Node`'s gateway binds."""
+    return {node.syslog_port, node.http_port, node.admin_port, node.snmp_port}
+
+
 def controller_tables(hosts: tuple[str, str], witnesses: list[str],
                       **options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The `[controller]` tables of node a (priority 200) and node b (priority 100).
@@ -503,7 +536,7 @@ def controller_tables(hosts: tuple[str, str], witnesses: list[str],
     Each node gets a free port on its own address for every path in `PATHS`
     and for its status API; `options` override the timing (heartbeat, dead_after, ...).
     """
-    ports = [{name: free_port(host=h) for name in (*PATHS, "status")} for h in hosts]
+    ports = [{name: free_udp_port(host=h) for name in (*PATHS, "status")} for h in hosts]
     tables = []
     for me, (host, priority) in enumerate(zip(hosts, (200, 100), strict=True)):
         peer = 1 - me
@@ -739,13 +772,15 @@ class LoopbackCut:
         _tc("qdisc", "del", "dev", "lo", "root")
 
     @contextmanager
-    def cut(self, ports: Iterable[int]) -> Iterator[None]:
-        """Every UDP datagram to `ports` on lo is dropped inside the block."""
+    def cut(self, ports: Iterable[int], tcp_ports: Iterable[int] = ()) -> Iterator[None]:
+        """Every UDP datagram to `ports` (and every TCP segment to `tcp_ports`: a connect
+        there times out) on lo is dropped inside the block."""
         try:
-            for port in ports:
-                _tc("filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "7", "u32",
-                    "match", "ip", "protocol", "17", "0xff", "match", "ip", "dport", str(port), "0xffff",
-                    "classid", "1:2")
+            for protocol, chosen in (("17", ports), ("6", tcp_ports)):
+                for port in chosen:
+                    _tc("filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "7", "u32",
+                        "match", "ip", "protocol", protocol, "0xff", "match", "ip", "dport", str(port),
+                        "0xffff", "classid", "1:2")
             yield
         finally:
             _tc("filter", "del", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "7")
@@ -771,6 +806,8 @@ class ControlledPair(Pair):
     ctl_b: Controller
     witness: Witness
     elected_in: float
+    witness_b: Witness | None = None  # b's own witness (`witness_per_node`); `witness` is then a's
+    arbiter: ArbiterProcess | None = None  # `with_arbiter`
 
     @property
     def controllers(self) -> list[Controller]:
@@ -783,25 +820,43 @@ class ControlledPair(Pair):
 
 
 @contextmanager
-def running_controlled_pair(tmp_path: Path, **options: Any) -> Iterator[ControlledPair]:
+def running_controlled_pair(tmp_path: Path, witness_per_node: bool = False, with_arbiter: bool = False,
+                            **options: Any) -> Iterator[ControlledPair]:
     """Two Redis (b's replicating a's), two gateways started as standby, one witness, two
     controllers (a priority 200, b 100); yields once a is master. Everything is stopped on
-    exit, controllers first; a traceback in any log fails the test after the cleanup."""
+    exit, controllers first; a traceback in any log fails the test after the cleanup.
+
+    `witness_per_node`: a and b each get a witness of their own (`witness` is a's,
+    `witness_b` b's), so that one node's witness can be cut alone. `with_arbiter`: a
+    `trapgate witness` arbiter runs on 127.0.0.1 and both tables name it (`arbiter`,
+    `vote_lease` 2.0 unless `options` say otherwise).
+    """
     reason = controller_available()
     if reason is not None:
         pytest.skip(reason)
     started: list[Any] = []
     witness = Witness()
+    witness_b = Witness() if witness_per_node else None
+    arbiter = None
     try:
+        if with_arbiter:
+            arbiter = ArbiterProcess(tmp_path / "arbiter", vote_lease=float(options.get("vote_lease", 2.0)))
+            started.append(arbiter.start())
+            options = {"arbiter": arbiter.address, "vote_lease": arbiter.vote_lease, **options}
         redis_a = RedisServer(tmp_path / "ra", host="127.0.0.2").start()
         started.append(redis_a)
         redis_b = RedisServer(tmp_path / "rb", host="127.0.0.3", replicaof=redis_a).start()
         started.append(redis_b)
-        table_a, table_b = controller_tables(("127.0.0.2", "127.0.0.3"), [witness.address], **options)
-        a = Node("a", "127.0.0.2", tmp_path / "a", redis_a, redis_b, "standby", controller=table_a).start()
-        started.append(a)
-        b = Node("b", "127.0.0.3", tmp_path / "b", redis_b, redis_a, "standby", controller=table_b).start()
-        started.append(b)
+        for _ in range(10):  # the gateways pick their ports apart from the controllers': no clash
+            table_a, table_b = controller_tables(("127.0.0.2", "127.0.0.3"), [witness.address], **options)
+            if witness_b is not None:
+                table_b["witnesses"] = [witness_b.address]
+            a = Node("a", "127.0.0.2", tmp_path / "a", redis_a, redis_b, "standby", controller=table_a)
+            b = Node("b", "127.0.0.3", tmp_path / "b", redis_b, redis_a, "standby", controller=table_b)
+            if not (controller_ports(table_a) & node_ports(a) or controller_ports(table_b) & node_ports(b)):
+                break
+        started.append(a.start())
+        started.append(b.start())
         t0 = time.monotonic()
         ctl_a = Controller(a)
         started.append(ctl_a.start())
@@ -812,12 +867,15 @@ def running_controlled_pair(tmp_path: Path, **options: Any) -> Iterator[Controll
         epoch = int(ctl_a.status()["epoch"])
         wait_until(lambda: ctl_b.status()["epoch"] == epoch and ctl_b.status()["peer"]["alive"],
                    f"b knows a is master at epoch {epoch}", 5.0)
-        pair = ControlledPair(a, b, redis_a, redis_b, ctl_a, ctl_b, witness, time.monotonic() - t0)
+        pair = ControlledPair(a, b, redis_a, redis_b, ctl_a, ctl_b, witness, time.monotonic() - t0,
+                              witness_b, arbiter)
         yield pair
     finally:
-        for thing in reversed(started):  # controllers, then gateways, then Redis
+        for thing in reversed(started):  # controllers, then gateways, then Redis (then the arbiter)
             thing.stop()
         witness.close()
+        if witness_b is not None:
+            witness_b.close()
         logs = {p: p.read_text() for p in tmp_path.glob("*/controller.log")}
         logs |= {p: p.read_text() for p in tmp_path.glob("*/stderr.log")}
         broken = {str(p): text[-3000:] for p, text in logs.items() if "Traceback" in text}
@@ -829,3 +887,188 @@ def controlled_pair(tmp_path: Path) -> Iterator[ControlledPair]:
     """`running_controlled_pair` for one test."""
     with running_controlled_pair(tmp_path) as p:
         yield p
+
+
+# --- More helpers for controller faults: arbiter, CPU hogs, restarts ---------------------------
+
+
+class ArbiterProcess:
+    """`trapgate witness --listen 127.0.0.1:PORT` (the arbiter) with the pair's key; log in `workdir`."""
+
+    def __init__(self, workdir: Path, vote_lease: float = 2.0) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir, self.vote_lease = workdir, vote_lease
+        self.address = f"127.0.0.1:{free_udp_port('127.0.0.1')}"
+        self.log = workdir / "arbiter.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ArbiterProcess:
+        """Start it; waits until its UDP port is bound (the port is no longer bindable)."""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "witness", "--listen", self.address, "--key", CONTROLLER_KEY,
+             "--vote-lease", str(self.vote_lease)],
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "ab"), preexec_fn=die_with_parent,  # noqa: SIM115
+        )
+        host, port = self.address.rsplit(":", 1)
+
+        def bound() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"the arbiter exited: {self.log.read_text()[-2000:]}")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind((host, int(port)))
+                except OSError:
+                    return True
+            return False
+
+        wait_until(bound, f"the arbiter listens on {self.address}", 20.0)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM; SIGKILL when it does not exit within 5 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last `lines` lines of a log file ("" when it does not exist)."""
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of process `pid` to `cpus` (`taskset -a -p -c`)."""
+    subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, sorted(cpus))), str(pid)],
+                   check=True, capture_output=True)
+
+
+def affinity(pid: int) -> set[int]:
+    """The CPUs process `pid` may run on (its main thread's affinity)."""
+    return set(os.sched_getaffinity(pid))
+
+
+@contextmanager
+def cpu_hogs(cpus: set[int], count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`count` busy-loop processes pinned to `cpus` while the block runs; SIGKILLed after it."""
+    def pinned() -> None:
+        die_with_parent()
+        os.sched_setaffinity(0, cpus)
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=pinned)
+            for _ in range(count)]
+    try:
+        yield hogs
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+def terminate_at_once(nodes: list[Node], controllers: list[Controller]) -> float:
+    """SIGTERM every controller and gateway at once (no wait in between), then reap them all.
+
+    Each node's current life ends when its signal was sent (`Node.lives`). Returns
+    the monotonic time the first signal was sent.
+    """
+    t0 = time.monotonic()
+    procs: list[subprocess.Popen[bytes]] = []
+    for ctl in controllers:
+        if ctl.proc is not None and ctl.proc.poll() is None:
+            ctl.proc.send_signal(signal.SIGTERM)
+            procs.append(ctl.proc)
+    for node in nodes:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGTERM)
+            procs.append(node.proc)
+            if node.lives and node.lives[-1][1] is None:
+                node.lives[-1] = (node.lives[-1][0], time.monotonic())
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return t0
+
+
+def ran_at(node: Node, t: float) -> bool:
+    """Whether `node`'s process was running (started and healthy, not yet signalled) at `t`."""
+    return any(start <= t and (end is None or t <= end) for start, end in node.lives)
+
+
+def _quick_status(url: str) -> dict[str, Any] | None:
+    """GET url/status with a 0.5 s timeout; None when it does not answer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/status", timeout=0.5) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+class RoleTimeline(threading.Thread):
+    """Samples both controllers' and both gateways' roles every 0.1 s until `stop`.
+
+    Keeps (monotonic time, snapshot) whenever the snapshot changes; a snapshot maps
+    "ctl a" / "ctl b" to "role@epoch" (plus "!iso" while isolated) and "gw a" / "gw b"
+    to "role@epoch" (plus "+fwd" while forwarding); "?" when it does not answer.
+    """
+
+    def __init__(self, pair: ControlledPair) -> None:
+        super().__init__(daemon=True, name="role-timeline")
+        self.pair = pair
+        self.changes: list[tuple[float, dict[str, str]]] = []
+        self.snapshots: list[tuple[float, dict[str, str]]] = []
+        self._stopped = threading.Event()
+
+    def snapshot(self) -> dict[str, str]:
+        shot: dict[str, str] = {}
+        for ctl in self.pair.controllers:
+            s = None if ctl.paused or ctl.proc is None or ctl.proc.poll() is not None \
+                else _quick_status(ctl.admin_url)
+            shot[f"ctl {ctl.name}"] = "?" if s is None else \
+                f"{s['role']}@{s['epoch']}{'!iso' if s.get('isolated') else ''}"
+        for node in self.pair.nodes:
+            paused = bool(node.deaf and node.deaf[-1][1] is None)
+            g = None if paused or node.proc is None or node.proc.poll() is not None \
+                else _quick_status(node.admin_url)
+            r = None if g is None else g["role"]
+            shot[f"gw {node.name}"] = "?" if r is None else \
+                f"{r['role']}@{r['epoch']}{'+fwd' if r.get('forwarding') else ''}"
+        return shot
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            now, shot = time.monotonic(), self.snapshot()
+            self.snapshots.append((now, shot))
+            if not self.changes or self.changes[-1][1] != shot:
+                self.changes.append((now, shot))
+            self._stopped.wait(0.1)
+
+    def stop(self) -> RoleTimeline:
+        self._stopped.set()
+        self.join()
+        return self
+
+    def seen(self, key: str, since: float = -float("inf"), until: float = float("inf")) -> set[str]:
+        """Every value `key` had in the samples taken between `since` and `until`."""
+        return {shot[key] for t, shot in self.snapshots if since <= t <= until}
+
+    def most_forwarding(self, since: float = -float("inf"), until: float = float("inf")) -> int:
+        """The most gateways seen forwarding in one sample."""
+        return max((sum("+fwd" in v for k, v in shot.items() if k.startswith("gw"))
+                    for t, shot in self.snapshots if since <= t <= until), default=0)
+
+    def text(self, origin: float) -> str:
+        """The changes, one per line, with times relative to `origin`."""
+        return "\n".join(f"    {t - origin:+6.2f} s  " + "  ".join(f"{k} {v}" for k, v in shot.items())
+                         for t, shot in self.changes)

@@ -28,21 +28,30 @@ from tests.ha.conftest import (
     Load,
     LoopbackCut,
     OutputWatch,
+    RoleTimeline,
+    affinity,
+    cpu_hogs,
     doubled_under_new_ids,
     duplicate_ids,
     fault_report,
     forwarders_per_epoch,
     load_in_background,
+    log_tail,
+    pin,
+    ran_at,
     redis_role,
     reused_ids,
     running_controlled_pair,
     switchover_time,
     tc_dropped,
     tc_unavailable,
+    terminate_at_once,
+    text_of,
     trapgate,
     wait_controller_role,
     wait_quiet,
     wait_role,
+    wait_until,
 )
 
 pytestmark = pytest.mark.ha
@@ -331,3 +340,373 @@ def test_master_gateway_killed_median_switchover_of_five_runs_within_two_seconds
     print(f"switchover after SIGKILL of the master's gateway, 5 runs: {[seconds(t) for t in times]}; "
           f"median {seconds(median)}")
     assert median is not None and median <= TARGET, times
+
+
+
+# --- More faults: the master's Redis, a paused controller, partitions, CPU overload, restarts ----
+
+
+def controller_roles(pair: ControlledPair) -> dict[str, tuple[Any, ...]]:
+    """Name -> (role, epoch, switchovers) of each controller."""
+    out = {}
+    for c in pair.controllers:
+        s = c.status()
+        out[c.name] = (s["role"], s["epoch"], s["switchovers"])
+    return out
+
+
+def all_path_ports(pair: ControlledPair) -> list[int]:
+    """The UDP ports of every heartbeat path of both controllers (cutting them cuts every path)."""
+    return [port for path in PATHS for port in pair.path_ports(path)]
+
+
+def witness_port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def logs(pair: ControlledPair, lines: int = 25) -> str:
+    """The tails of both controllers' logs, for a report."""
+    return "\n".join(f"  --- controller {c.name} log:\n{log_tail(c.log, lines)}" for c in pair.controllers)
+
+
+def test_master_redis_killed_hands_over_to_the_healthy_standby(controlled_pair: ControlledPair) -> None:
+    p = controlled_pair
+    device = Device(p.nodes, loss=LOSS)
+    timeline = RoleTimeline(p)
+    timeline.start()
+    load = load_in_background(device, 6 * RATE, RATE)
+    time.sleep(1.0)
+    epoch = int(p.ctl_a.status()["epoch"])
+    fault = time.monotonic()
+    p.redis_a.kill()
+    switchover = switchover_time(p.b, fault, timeout=8.0)
+    load.join()
+    wait_quiet([p.b])
+    time.sleep(0.5)
+    timeline.stop()
+    # Owed: what reached b, and what reached a well before its Redis died.
+    lost, doubled = fault_report(
+        f"master redis SIGKILL, switchover {seconds(switchover)}", device, p.nodes,
+        owed_if=lambda name, t: name == "b" or t < fault - 0.5)
+    sa, sb = p.ctl_a.status(), p.ctl_b.status()
+    print(f"  a health {sa['health']} role {sa['role']}@{sa['epoch']} "
+          f"switchovers {sa['switchovers_by_reason']}; "
+          f"b {p.ctl_b.summary()} {sb['switchovers_by_reason']}; gateway a {p.a.status()['role']}\n"
+          f"  roles over time (fault at 0):\n{timeline.text(fault)}")
+
+    # Where the duplicates come from: who forwarded each doubled text first, at what epoch, and
+    # when it was sent (relative to the kill).
+    sent_at = {text: when for text, _, when in device.sends}
+    firsts: dict[tuple[str, int, bool], list[float]] = {}
+    for n in p.nodes:
+        for e in n.events():
+            if text_of(e) in doubled and n.name == "a":
+                firsts.setdefault((n.name, int(e.get("epoch", 0)), bool(e.get("degraded"))), []).append(
+                    sent_at[text_of(e)] - fault)
+    extra_ids = doubled_under_new_ids(device, p.nodes)
+    print(f"  duplicated {sum(doubled.values())} texts ({len(extra_ids)} under new ids, "
+          f"{len(duplicate_ids(p.nodes))} ids twice); a's copies of them by (node, epoch, degraded): "
+          + "; ".join(f"{k}: {len(v)} sent {min(v):+.2f} .. {max(v):+.2f} s" for k, v in firsts.items()))
+
+    # The invariants; duplicates are reported above, not asserted (see the module's report).
+    assert not lost, lost
+    assert one_forwarder_per_epoch(p), forwarders_per_epoch(p.nodes)
+    assert timeline.most_forwarding(since=fault) <= 1, timeline.text(fault)
+    assert not sa["health"]["redis"], sa["health"]
+    assert switchover is not None, "b never forwarded"
+    wait_controller_role(p.ctl_b, "master", above_epoch=epoch, timeout=1.0)
+    assert p.ctl_a.role() != "master", p.ctl_a.status()
+
+
+def test_master_controller_paused_five_seconds_standby_takes_over_and_a_stays_standby(
+        controlled_pair: ControlledPair) -> None:
+    p = controlled_pair
+    device = Device(p.nodes, loss=LOSS)
+    timeline = RoleTimeline(p)
+    timeline.start()
+    load = load_in_background(device, 9 * RATE, RATE)
+    time.sleep(1.0)
+    epoch = int(p.ctl_a.status()["epoch"])
+    watch = OutputWatch(p.a)
+    watch.start()
+    fault = time.monotonic()
+    p.ctl_a.pause()
+    try:
+        switchover = switchover_time(p.b, fault, timeout=4.9)
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - fault)))
+        size_at_wake = p.a.out.stat().st_size
+    finally:
+        p.ctl_a.resume()
+    woke = time.monotonic()
+    load.join()
+    wait_quiet(p.nodes)
+    last_growth = watch.stop()
+    timeline.stop()
+    lost, doubled = report("master controller SIGSTOP 5 s", switchover, device, p)
+    a_stopped = None if last_growth is None else last_growth - fault
+    grown = p.a.out.stat().st_size - size_at_wake
+    print(f"  a's output last grew {seconds(a_stopped)} after the SIGSTOP, {grown} bytes after SIGCONT; "
+          f"a {p.ctl_a.summary()}; b {p.ctl_b.summary()}\n"
+          f"  roles over time (SIGSTOP at 0, SIGCONT at {woke - fault:.2f}):\n{timeline.text(fault)}")
+
+    assert not lost, lost
+    assert one_forwarder_per_epoch(p), forwarders_per_epoch(p.nodes)
+    assert sum(doubled.values()) <= ONE_BATCH_HERE, doubled
+    assert not doubled_under_new_ids(device, p.nodes)
+    assert a_stopped is None or a_stopped <= LEASE_AND_ONE_BATCH, a_stopped
+    assert switchover is not None, "b did not take over during the 5 s pause"
+    assert grown == 0, "a forwarded after SIGCONT"
+    standby_after = {f"standby@{e}" for e in range(epoch + 1, epoch + 3)} | {"?"}
+    assert timeline.seen("ctl a", since=woke) <= standby_after, \
+        timeline.text(fault)
+    assert not any("+fwd" in v for v in timeline.seen("gw a", since=woke)), timeline.text(fault)
+    wait_controller_role(p.ctl_b, "master", above_epoch=epoch, timeout=1.0)
+    assert p.ctl_a.role() == "standby" and p.a.status()["role"]["role"] == "standby"
+
+
+def full_heartbeat_cut(p: ControlledPair, name: str, cut_tcp: list[int] | None = None,
+                       seconds_cut: float = 5.0) -> tuple[Any, ...]:
+    """Cut every heartbeat path (and TCP to `cut_tcp`) for `seconds_cut` s under an 11 s load.
+
+    Returns (fault time, heal time, timeline, lost, doubled, roles before, switchover of b,
+    a's last output growth, statuses sampled mid-cut).
+    """
+    before = controller_roles(p)
+    device = Device(p.nodes, loss=LOSS)
+    timeline = RoleTimeline(p)
+    timeline.start()
+    watch = OutputWatch(p.a)
+    with LoopbackCut() as lo:
+        load = load_in_background(device, 11 * RATE, RATE)
+        time.sleep(1.0)
+        size_b = p.b.out.stat().st_size if p.b.out.exists() else 0
+        watch.start()
+        fault = time.monotonic()
+        with lo.cut(all_path_ports(p), tcp_ports=cut_tcp or ()):
+            time.sleep(seconds_cut * 0.6)
+            mid = {c.name: c.status() for c in p.controllers}
+            time.sleep(max(0.0, seconds_cut - (time.monotonic() - fault)))
+            dropped = tc_dropped()
+        healed = time.monotonic()
+        load.join()
+        wait_quiet(p.nodes)
+    last_growth_a = watch.stop()
+    timeline.stop()
+    b_first = None
+    if p.b.out.exists() and p.b.out.stat().st_size > size_b:
+        b_first = "grew"
+    lost, doubled = report(name, None, device, p)
+    print(f"  heartbeats dropped {dropped}; b's output {b_first or 'did not grow'}; "
+          f"mid-cut a isolated {mid['a']['isolated']} peer alive {mid['a']['peer']['alive']}, "
+          f"b isolated {mid['b']['isolated']} peer alive {mid['b']['peer']['alive']}; "
+          f"before {before}; now {controller_roles(p)}\n"
+          f"  roles over time (cut at 0, healed at {healed - fault:.2f}):\n{timeline.text(fault)}")
+    return fault, healed, timeline, lost, doubled, before, dropped, last_growth_a, mid, device
+
+
+@pytest.mark.timeout(120)
+def test_full_heartbeat_cut_with_arbiter_gives_no_second_master(tmp_path: Path) -> None:
+    reason = tc_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_controlled_pair(tmp_path, with_arbiter=True) as p:
+        fault, _, timeline, lost, doubled, before, dropped, _, mid, _ = full_heartbeat_cut(
+            p, "every heartbeat path cut 5 s, with arbiter")
+        after = controller_roles(p)
+        arbiter = p.ctl_a.status()["arbiter"]
+        arbiter_log = log_tail(p.arbiter.log, 5) if p.arbiter else ''
+        print(f"  arbiter: a's view {arbiter}; arbiter log: {arbiter_log}")
+
+        assert dropped > 0, "the cut dropped nothing"
+        assert not mid["b"]["peer"]["alive"] and not mid["a"]["peer"]["alive"], mid
+        assert not lost, lost
+        assert not doubled, doubled
+        assert list(forwarders_per_epoch(p.nodes).values()) == [{"a"}], forwarders_per_epoch(p.nodes)
+        assert all(v.startswith("standby") or v == "?" for v in timeline.seen("ctl b")), timeline.text(fault)
+        assert all(v.startswith("standby") or v == "?" for v in timeline.seen("gw b")), timeline.text(fault)
+        assert timeline.most_forwarding() <= 1, timeline.text(fault)
+        assert before == after, (before, after)
+        assert p.a.status()["role"]["forwarding"] and p.b.status()["role"]["role"] == "standby"
+
+
+@pytest.mark.timeout(120)
+def test_full_heartbeat_cut_without_arbiter_heals_to_one_master(tmp_path: Path) -> None:
+    reason = tc_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_controlled_pair(tmp_path) as p:
+        fault, _, timeline, lost, doubled, _, dropped, _, _, device = full_heartbeat_cut(
+            p, "every heartbeat path cut 5 s, no arbiter (documented risk)")
+        # After the heal: within a few seconds, one master, the one with the highest epoch.
+        def masters() -> list[str]:
+            return [c.name for c in p.controllers if c.role() == "master"]
+
+        wait_until(lambda: len(masters()) == 1, "exactly one master after the heal", 5.0)
+        epochs = {c.name: int(c.status()["epoch"]) for c in p.controllers}
+        per_epoch = forwarders_per_epoch(p.nodes)
+        both_masters = [t - fault for t, shot in timeline.snapshots
+                        if shot["ctl a"].startswith("master") and shot["ctl b"].startswith("master")]
+        both_forwarding = [t - fault for t, shot in timeline.snapshots
+                           if "+fwd" in shot["gw a"] and "+fwd" in shot["gw b"]]
+        print(f"  after the heal: master {masters()}, epochs {epochs}; duplicated {sum(doubled.values())}, "
+              f"duplicated ids {len(duplicate_ids(p.nodes))}, under new ids "
+              f"{len(doubled_under_new_ids(device, p.nodes))}; forwarders per epoch "
+              f"{ {e: sorted(n) for e, n in per_epoch.items()} }; both controllers master in "
+              f"{len(both_masters)} samples ({seconds(min(both_masters, default=None))} .. "
+              f"{seconds(max(both_masters, default=None))}); both gateways forwarding in "
+              f"{len(both_forwarding)} samples")
+
+        assert dropped > 0, "the cut dropped nothing"
+        assert not lost, lost
+        assert one_forwarder_per_epoch(p), per_epoch
+        (master,) = masters()
+        assert epochs[master] == max(epochs.values()), epochs
+        final = p.ctl_a if master == "a" else p.ctl_b
+        other = p.ctl_b if master == "a" else p.ctl_a
+        assert final.status()["peer"]["alive"] and other.role() == "standby"
+
+
+@pytest.mark.timeout(120)
+def test_master_isolated_stops_and_the_standby_takes_over(tmp_path: Path) -> None:
+    reason = tc_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    # u32 could match `ip src 127.0.0.2`, but a controller connects to a witness on 127.0.0.1 from
+    # 127.0.0.1, so each node gets a witness of its own and a's witness port is cut.
+    with running_controlled_pair(tmp_path, witness_per_node=True) as p:
+        epoch = int(p.ctl_a.status()["epoch"])
+        fault, _, timeline, _, _, _, dropped, last_growth_a, mid, device = full_heartbeat_cut(
+            p, "master isolated 5 s (every path and its witness cut)",
+            cut_tcp=[witness_port(p.witness.address)])
+        lost, doubled = fault_report("  owed only what reached b (or a before the cut)", device, p.nodes,
+                                     owed_if=lambda name, t: name == "b" or t < fault - 0.5)
+        isolated_at = min((t for t, shot in timeline.snapshots if "!iso" in shot["ctl a"]), default=None)
+        b_master_at = min((t for t, shot in timeline.snapshots if "+fwd" in shot["gw b"]), default=None)
+        a_stopped = None if last_growth_a is None else last_growth_a - fault
+        print(f"  a isolated at {seconds(None if isolated_at is None else isolated_at - fault)}, "
+              f"a's output last grew at {seconds(a_stopped)}, b forwarding at "
+              f"{seconds(None if b_master_at is None else b_master_at - fault)} (after the fault)")
+
+        assert dropped > 0, "the cut dropped nothing"
+        assert mid["a"]["isolated"] and not mid["b"]["isolated"], mid
+        assert not lost, lost
+        assert one_forwarder_per_epoch(p), forwarders_per_epoch(p.nodes)
+        assert not doubled_under_new_ids(device, p.nodes)
+        assert sum(doubled.values()) <= ONE_BATCH_HERE, doubled
+        assert timeline.most_forwarding() <= 1, timeline.text(fault)
+        assert isolated_at is not None
+        assert last_growth_a is None or last_growth_a <= isolated_at + LEASE_AND_ONE_BATCH, \
+            (a_stopped, isolated_at - fault)
+        assert b_master_at is not None, "b did not take over"
+        wait_controller_role(p.ctl_b, "master", above_epoch=epoch, timeout=1.0)
+        wait_controller_role(p.ctl_a, "standby", timeout=3.0)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(reason="controller defect, intermittent: when the cut heals, b's witness check can "
+                   "clear its isolation before a's first heartbeat arrives; b then sees a 'dead' (stale "
+                   "heartbeats) and promotes (peer_dead), fencing a at epoch 2; a re-elects at epoch 3",
+                   strict=False)
+def test_standby_isolated_changes_nothing(tmp_path: Path) -> None:
+    reason = tc_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_controlled_pair(tmp_path, witness_per_node=True) as p:
+        assert p.witness_b is not None
+        fault, _, timeline, lost, doubled, before, dropped, _, mid, _ = full_heartbeat_cut(
+            p, "standby isolated 5 s (every path and its witness cut)",
+            cut_tcp=[witness_port(p.witness_b.address)])
+        time.sleep(1.0)
+        after = controller_roles(p)
+
+        assert dropped > 0, "the cut dropped nothing"
+        assert mid["b"]["isolated"] and not mid["a"]["isolated"], mid
+        assert not lost, lost
+        assert not doubled, doubled
+        assert list(forwarders_per_epoch(p.nodes).values()) == [{"a"}], forwarders_per_epoch(p.nodes)
+        assert all(v.startswith("standby") for v in timeline.seen("ctl b")), timeline.text(fault)
+        assert before == after, (before, after)
+
+
+def test_master_cpu_overload_twice_over_no_switchover(controlled_pair: ControlledPair) -> None:
+    p = controlled_pair
+    assert p.a.proc is not None and p.ctl_a.proc is not None
+    cpu = max(affinity(p.a.proc.pid))
+    pin(p.a.proc.pid, {cpu})
+    pin(p.ctl_a.proc.pid, {cpu})
+    before = controller_roles(p)
+    device = Device(p.nodes, loss=LOSS)
+    timeline = RoleTimeline(p)
+    timeline.start()
+    load = load_in_background(device, 10 * RATE, RATE)
+    time.sleep(1.0)
+    fault = time.monotonic()
+    worst: dict[str, float] = {}
+    with cpu_hogs({cpu}, 2):
+        while time.monotonic() - fault < 8.0:
+            for path, age in p.ctl_b.status()["peer"]["paths"].items():
+                worst[path] = max(worst.get(path, 0.0), age if age is not None else float("inf"))
+            time.sleep(0.1)
+    load.join()
+    wait_quiet(p.nodes)
+    timeline.stop()
+    after = controller_roles(p)
+    lost, doubled = report(f"master CPU overload 2x (2 hogs on CPU {cpu}) 8 s", None, device, p)
+    print(f"  a's gateway pinned to {affinity(p.a.proc.pid)}, controller to "
+          f"{affinity(p.ctl_a.proc.pid)}; "
+          f"worst heartbeat age b saw per path {worst}; before {before}; after {after}; "
+          f"kernel drops a {p.a.udp_drops()} b {p.b.udp_drops()}\n"
+          f"  roles over time (hogs at 0):\n{timeline.text(fault)}")
+    if before != after:
+        print(logs(p))
+
+    assert before == after, (before, after)
+    assert not lost, lost
+    assert not doubled, doubled
+    assert list(forwarders_per_epoch(p.nodes).values()) == [{"a"}], forwarders_per_epoch(p.nodes)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(reason="SIGTERM of both nodes loses ~25-30 events sent in the last second before it: "
+                   "mostly ones only the standby b received (held pending for ha.grace, never spooled "
+                   "or handed over at stop), and 1-2 that reached both and master a did not forward",
+                   strict=False)
+def test_both_nodes_restarted_at_once_a_is_master_again(controlled_pair: ControlledPair) -> None:
+    p = controlled_pair
+    device = Device(p.nodes, loss=LOSS)
+    settle = float(p.a.controller_table["settle"])  # type: ignore[index]
+    load = load_in_background(device, 12 * RATE, RATE)
+    time.sleep(1.5)
+    epoch = max(int(c.status()["epoch"]) for c in p.controllers)
+    down = terminate_at_once(p.nodes, p.controllers)
+    stopped = time.monotonic() - down
+    p.a.restart()
+    p.b.restart()
+    up = time.monotonic()
+    p.ctl_a.start()
+    p.ctl_b.start()
+    controllers_up = time.monotonic()
+    status_a = wait_controller_role(p.ctl_a, "master", above_epoch=epoch, timeout=settle + 8.0)
+    elected = time.monotonic() - controllers_up
+    wait_role(p.a, "master", epoch=epoch + 1, timeout=5.0)
+    load.join()
+    wait_quiet(p.nodes)
+    by_name = {n.name: n for n in p.nodes}
+    lost, doubled = fault_report(
+        f"both nodes restarted at once (down {up - down:.2f} s, a master {elected:.2f} s after the "
+        f"controllers started)", device, p.nodes, owed_if=lambda name, t: ran_at(by_name[name], t))
+    sends = {text: (got, when) for text, got, when in device.sends}
+    lost_at = sorted((sends[t][1] - down, "+".join(sorted(sends[t][0]))) for t in lost)
+    print(f"  stopping took {stopped:.2f} s; epoch before {epoch}; a {p.ctl_a.summary()}; "
+          f"b {p.ctl_b.summary()}; duplicated ids {len(duplicate_ids(p.nodes))}; lives a {p.a.lives} "
+          f"b {p.b.lives}; lost (sent at, relative to the SIGTERMs; reached): "
+          + ", ".join(f"{t:+.3f} s {got}" for t, got in lost_at))
+
+    assert int(status_a["epoch"]) > epoch, status_a
+    assert p.ctl_b.role() == "standby", p.ctl_b.status()
+    assert p.b.status()["role"]["role"] == "standby"
+    assert not doubled, doubled
+    assert one_forwarder_per_epoch(p), forwarders_per_epoch(p.nodes)
+    assert set(forwarders_per_epoch(p.nodes)) == {epoch, int(status_a["epoch"])}, \
+        forwarders_per_epoch(p.nodes)
+    assert not lost, lost  # last: the known loss below (xfail) must not hide the other checks
