@@ -97,6 +97,7 @@ class Controller:
         self.started_at = monotonic()
         self.last_switch_at = -math.inf
         self.hold_until = 0.0
+        self.hear_from = -math.inf  # the peer's silence before this does not count (see update_isolation)
         self.switchovers: Counter[str] = Counter()
         self.notify_failures = 0
         self.isolated = False
@@ -283,7 +284,7 @@ class Controller:
     async def tick(self) -> None:
         """Read the gateway's role, heartbeat, decide (see the module docstring)."""
         await self._read_gateway()
-        self.isolated = not self.peer_alive() and self.witnesses_ok is False
+        self.update_isolation()
         self._report_change("isolation (peer and every witness lost)", not self.isolated)
         self._send_heartbeats()
         if self._switch is not None and not self._switch.done():
@@ -295,6 +296,14 @@ class Controller:
             # The vote only matters when the peer is silent: two nodes that hear each other agree.
             if reason is not None and (reason != "peer_dead" or await self._ask_vote()):
                 self._start_switch("master", reason)
+
+    def update_isolation(self) -> None:
+        """Isolated: the peer and every witness lost. Back from it, the peer's heartbeats may be on
+        their way: the peer counts as dead only after `dead_after` of silence from then."""
+        was_isolated = self.isolated
+        self.isolated = not self.peer_alive() and self.witnesses_ok is False
+        if was_isolated and not self.isolated:
+            self.hear_from = self.monotonic()
 
     async def _read_gateway(self) -> None:
         old = self.role
@@ -376,6 +385,8 @@ class Controller:
         if not self.peer_alive():
             if self.peer is None and now - self.started_at < c.settle:
                 return None  # at start: give the peer `settle` to show up
+            if now - self.hear_from < c.dead_after:
+                return None
             return "peer_dead"
         peer = self.peer
         assert peer is not None

@@ -603,10 +603,6 @@ def test_master_isolated_stops_and_the_standby_takes_over(tmp_path: Path) -> Non
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(reason="controller defect, intermittent: when the cut heals, b's witness check can "
-                   "clear its isolation before a's first heartbeat arrives; b then sees a 'dead' (stale "
-                   "heartbeats) and promotes (peer_dead), fencing a at epoch 2; a re-elects at epoch 3",
-                   strict=False)
 def test_standby_isolated_changes_nothing(tmp_path: Path) -> None:
     reason = tc_unavailable()
     if reason is not None:

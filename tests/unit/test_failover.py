@@ -171,3 +171,17 @@ def test_notify_hooks_get_old_role_new_role_and_epoch_and_failures_are_counted(t
     asyncio.run(c._notify("standby", "master", 4))
     assert seen.read_text() == "standby master 4\n"
     assert c.notify_failures == 3  # exit 3, killed after the timeout, cannot run
+
+
+def test_back_from_isolation_the_peer_is_dead_only_after_dead_after_of_silence_from_then() -> None:
+    c, clock = controller()
+    hear(c, clock, beat(role="master"))
+    clock.now += 5
+    c.witnesses_ok = False  # cut from the peer and from the witness
+    c.update_isolation()
+    assert c.isolated and c._promotion_reason() is None
+    c.witnesses_ok = True  # the cut heals; the peer's heartbeats are on their way
+    c.update_isolation()
+    assert not c.isolated and c._promotion_reason() is None
+    clock.now += 1.01  # still silent a full dead_after later: dead
+    assert c._promotion_reason() == "peer_dead"
