@@ -142,6 +142,7 @@ class HaConfig:
     lease: float = 0.8
     replica_wait: float = 1.0
     catch_up: float = 2.0
+    degrade_after: float = 2.0
     grace: float = 2.0
     check_after: float = 0.3
     max_pending: int = 1_000_000
@@ -349,6 +350,8 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
             _positive(f"ha.{key}", getattr(config.ha, key))
         for key in ("lease", "replica_wait", "catch_up"):
             _positive(f"ha.{key}", getattr(config.ha, key))
+        if config.ha.degrade_after < 0:
+            raise ConfigError("ha.degrade_after", "must be 0 (forward at once in degraded mode) or more")
     _validate_controller(config.controller)
 
 

@@ -76,7 +76,8 @@ class Node:
         stage = HaStage(
             config.node.name, peer or local, forwarder, Mode(config.dedup.mode), config.dedup.window,
             Lease(Role.STANDBY), grace=ha.grace, check_after=ha.check_after, max_pending=ha.max_pending,
-            spool=spool, replica_wait=ha.replica_wait, epoch_file=Path(f"{ha.spool}.epoch"),
+            spool=spool, replica_wait=ha.replica_wait, degrade_after=ha.degrade_after,
+            epoch_file=Path(f"{ha.spool}.epoch"),
         )
         return Roles(stage, local, peer, config.redis.local, config.redis.peer, lease=ha.lease,
                      catch_up=ha.catch_up)

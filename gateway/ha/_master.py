@@ -12,9 +12,12 @@ once the previous one is marked and replicated. So a promoted replica lacks
 at most the one batch in flight, and the spool, acknowledged after the
 replica has the mark, holds exactly that batch after a crash.
 
-When the store cannot be reached the master numbers and claims in its
-`LocalRecord` (degraded mode) and remembers what the store missed; once it
-answers again (tried at most every `retry_after` seconds, before anything
+When the store cannot be reached the master first holds what it receives
+for `degrade_after` seconds: long enough for a controller to hand the role to
+a standby whose store works, which then forwards each event once under the
+ids both nodes agree on. Past that it numbers and claims in its `LocalRecord`
+(degraded mode), forwarding with ids of its own making, and remembers what
+the store missed; once it answers again (tried at most every `retry_after` seconds, before anything
 else is sent to it) the master writes back just those claims, marks and
 counters, or the whole window when the store lost its data set.
 """
@@ -40,10 +43,12 @@ log = logging.getLogger(__name__)
 class MasterPath:
     """Forwards batches as master for `stage`; see the module docstring."""
 
-    def __init__(self, stage: HaStage, replica_wait: float, retry_after: float) -> None:
+    def __init__(self, stage: HaStage, replica_wait: float, retry_after: float, degrade_after: float) -> None:
         self.stage = stage
         self.replica_wait = replica_wait
         self.retry_after = retry_after
+        self.degrade_after = degrade_after
+        self._outage_since = 0.0
         self.lock = asyncio.Lock()
         self.replicas = 0  # replicas to WAIT for (set from the primary's ROLE by the lease keeper)
         self.replica_lagging = False  # a WAIT timed out: marks go on without waiting until it caught up
@@ -77,6 +82,9 @@ class MasterPath:
                         stage.hold(events)
                         return
                     self._store_down(exc)
+            if self.holding():
+                stage.hold(events)
+                return
             if self.degraded:
                 seq = None
                 local = stage.local.as_store()
@@ -176,9 +184,14 @@ class MasterPath:
 
     # -- store outages ------------------------------------------------------
 
+    def holding(self) -> bool:
+        """True during the first `degrade_after` seconds of a store outage: batches wait, unforwarded."""
+        return self.degraded and time.monotonic() - self._outage_since < self.degrade_after
+
     def _store_down(self, exc: StoreError) -> None:
         stage = self.stage
         if not self.degraded:
+            self._outage_since = time.monotonic()
             log.error("store unreachable (%s); degraded mode: numbering here until it answers", exc.reason)
             self._retry_at = time.monotonic() + self.retry_after
         self.degraded = True

@@ -71,6 +71,7 @@ class HaStage:
         monotonic: Callable[[], float] = time.monotonic,
         retry_after: float = 0.5,
         replica_wait: float = 1.0,
+        degrade_after: float = 2.0,
         epoch_file: Path | None = None,
     ) -> None:
         self.node = node
@@ -87,7 +88,7 @@ class HaStage:
         self.report = RateLimited(log)
         self.local = LocalRecord(node, window, max_pending, clock)
         self.pending = PendingBuffer(max_pending, check_after, grace, window, clock())
-        self.master = MasterPath(self, replica_wait, retry_after)
+        self.master = MasterPath(self, replica_wait, retry_after, degrade_after)
         self._lease = Lease(Role.STANDBY)
         self._lease_moved = asyncio.Event()
         self._held: list[Event] = []  # received while not forwarding, to be numbered
@@ -303,7 +304,8 @@ class HaStage:
     async def _flush_as_master(self) -> None:
         """Forward what is held, then every pending entry not forwarded yet (after a promotion)."""
         flushed = 0
-        while self._held and self.forwarding():
+        await self.master.recover()  # a store back early ends the hold early
+        while self._held and self.forwarding() and not self.master.holding():
             held, self._held = self._held[:_NUMBER_CHUNK], self._held[_NUMBER_CHUNK:]
             await self.master.forward_new(held)
         if self._returned:

@@ -17,6 +17,7 @@ import pytest
 from dedup import Mode, fingerprint
 from dedup.redis import RedisSettings, RedisStore
 from gateway.errors import SinkError
+from gateway.forward import Forwarder
 from gateway.ha import HaStage, Lease, Role
 from gateway.roles import Roles
 from gateway.spool import Spool
@@ -289,3 +290,28 @@ def test_a_store_outage_on_the_standby_is_one_log_line_without_a_traceback(
     assert len(records) == 1 and records[0].exc_info is None, [r.getMessage() for r in records]
     assert "store error" in records[0].getMessage()
     assert b.counters.errors["store_unavailable"] >= 5
+
+
+def test_a_master_holds_what_it_receives_for_degrade_after_when_its_store_fails(redis: RedisServer) -> None:
+    """The master's Redis killed under a controller: the master forwarded ~0.6 s in degraded mode before
+    handing over, and the new master forwarded the same events again under other ids (1,857 doubled)."""
+
+    async def main() -> tuple[list[str], list[str], bool]:
+        sink = ListSink()
+        store = RedisStore(RedisSettings(port=redis.port, socket_timeout=0.2))
+        a = HaStage("a", store, Forwarder("a", sink), Mode.EXACT, 30.0, lease(Role.MASTER), degrade_after=1.0)
+        a.start()
+        with redis.client() as c:
+            c.execute_command("CLIENT", "PAUSE", 700, "WRITE")  # the store is gone for 0.7 s
+        await a.handle([ev("during-1"), ev("during-2")])
+        await asyncio.sleep(0.3)
+        during = sink.msgs()
+        degraded = a.master.degraded
+        await until(lambda: len(sink.lines) >= 2, 5, "the held events after the store came back")
+        await a.stop()
+        await store.close()
+        return during, sink.msgs(), degraded
+
+    during, after, degraded = asyncio.run(main())
+    assert degraded and during == []  # held, not forwarded with ids of its own
+    assert sorted(after) == ["during-1", "during-2"]

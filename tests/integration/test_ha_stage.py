@@ -105,7 +105,9 @@ def paused(redis: RedisServer, ms: int) -> None:
 def quick_stage(redis: RedisServer, node: str, role: Role, sink: ListSink) -> HaStage:
     store = RedisStore(RedisSettings(port=redis.port, socket_timeout=0.2))
     forwarder = Forwarder(node, sink)
-    return HaStage(node, store, forwarder, Mode.EXACT, 30.0, lease(role), grace=0.0, check_after=0.0)
+    # degrade_after 0: these tests are about numbering and write-back in degraded mode itself.
+    return HaStage(node, store, forwarder, Mode.EXACT, 30.0, lease(role), grace=0.0, check_after=0.0,
+                   degrade_after=0.0)
 
 
 def test_master_behind_the_standby_forwards_its_own_late_copy_once_through_a_store_timeout(
