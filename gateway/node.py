@@ -146,6 +146,8 @@ class Node:
         for component in reversed(self._started):
             await component.stop()
         self._started.clear()
+        if self.roles is not None:
+            self.roles.stage.stopping = True  # a master without a lease must not hold the drain up
         await self.pipeline.stop()
         await self._stop_pair()
         self.sink.close()

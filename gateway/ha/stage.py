@@ -104,6 +104,7 @@ class HaStage:
         # Called with the store's epoch when a write is refused (set by `Roles`).
         self.on_fenced: Callable[[int], object] = self.step_down_at
         self.on_lost_primary: Callable[[], None] = lambda: None
+        self.stopping = False  # set by the node when it stops: nothing waits for a lease any more
         # The highest epoch this node has seen, kept on disk: a restart never goes below it.
         self.epoch_file = epoch_file
         self._epoch_saved = _read_epoch(epoch_file)
@@ -137,11 +138,12 @@ class HaStage:
         return self._lease.forwarding(self.monotonic())
 
     async def wait_forwarding(self) -> bool:
-        """Wait while the lease has lapsed but the role is still master; False once it is not master."""
+        """Wait while the lease has lapsed but the role is still master; False once it is not master,
+        or once the node is stopping (what waited is then handed over, see `stop`)."""
         while True:
             if self.forwarding():
                 return True
-            if self._lease.role is not Role.MASTER:
+            if self._lease.role is not Role.MASTER or self.stopping:
                 return False
             self._lease_moved.clear()
             with contextlib.suppress(TimeoutError):
@@ -462,14 +464,45 @@ class HaStage:
             await self.store.fresh()
             await self.store.prune_epochs(self.window + 60)
 
-    async def stop(self) -> None:
-        """Stop the loops, once the last mark is written."""
+    async def stop(self, hand_over_for: float = 2.0) -> None:
+        """Stop the loops, once the last mark is written; hand what this node holds to the master.
+
+        Nothing a node holds unforwarded is lost with a clean stop (both nodes
+        restarted at once, say): its held and pending events go on the rescue
+        stream, numbered, where whichever node is master next forwards what
+        was not forwarded. Tried for `hand_over_for` seconds at most.
+        """
         await self.master.wait_marked()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        try:
+            async with asyncio.timeout(hand_over_for):
+                await self._hand_over_on_stop()
+        except (StoreError, TimeoutError) as exc:
+            left = self.pending_count()
+            if left:
+                log.error("stopping with %d events held that could not be handed to the master (%s)", left,
+                          getattr(exc, "reason", "timeout"))
+
+    async def _hand_over_on_stop(self) -> None:
+        """Number what is held, then put every held and pending event on the rescue stream."""
+        self._outage = False  # no master write-back to wait for: this node stops
+        if not await self._number_held():
+            raise StoreError("the store did not answer", "unavailable")
+        entries = self.pending.take_all()
+        encoded = [encode_rescue(e.event, e.fp, i) for i, e in entries.items()]
+        start = 0
+        while start < len(encoded):
+            taken = await self.store.rescue_add(encoded[start : start + 1024])
+            if not taken:
+                raise StoreError("the rescue stream is full", "rescue_full")
+            start += taken
+        self.counters.handed_over["stopping"] += len(encoded)
+        if encoded:
+            log.warning("handed %d held events to the master on stopping", len(encoded))
 
     async def step_down_gracefully(self) -> None:
         """Stop claiming, let the batch in the sink finish, then drop the role; return once its mark

@@ -168,7 +168,7 @@ def test_a_master_restarted_after_dying_mid_batch_forwards_that_batch_once(
 def test_a_write_refused_for_a_lower_epoch_steps_the_master_down_and_it_forwards_nothing(
     redis: RedisServer,
 ) -> None:
-    async def main() -> tuple[ListSink, HaStage]:
+    async def main() -> tuple[ListSink, HaStage, list[str]]:
         sink = ListSink()
         a = stage(redis, "a", Role.MASTER, sink)
         a.start()
@@ -178,16 +178,18 @@ def test_a_write_refused_for_a_lower_epoch_steps_the_master_down_and_it_forwards
         await successor.raise_epoch(2, "b")  # b was promoted meanwhile
         await a.handle([ev("after-1"), ev("after-2")])
         await asyncio.sleep(0.3)
+        held = sorted(e.event.fields["msg"] for e in a.pending.entries.values())
         await a.stop()
         for store in (successor, a.store):
             await store.close()  # type: ignore[attr-defined]
-        return sink, a
+        return sink, a, held
 
-    sink, a = asyncio.run(main())
+    sink, a, held = asyncio.run(main())
     assert sink.msgs() == ["before"]
     assert a.lease.role is Role.STANDBY and a.lease.epoch == 2
     assert a.counters.errors["fenced"] == 1
-    assert sorted(e.event.fields["msg"] for e in a.pending.entries.values()) == ["after-1", "after-2"]
+    assert held == ["after-1", "after-2"]
+    assert a.counters.handed_over["stopping"] == 2  # handed to the master on stopping, not lost
 
 
 class FailingUntil(ListSink):
@@ -206,7 +208,7 @@ class FailingUntil(ListSink):
 
 
 def test_the_lease_is_checked_before_every_sink_retry(redis: RedisServer) -> None:
-    async def main() -> tuple[FailingUntil, list[str], HaStage]:
+    async def main() -> tuple[FailingUntil, list[str], HaStage, list[str]]:
         sink = FailingUntil()
         a = stage(redis, "a", Role.MASTER, sink)
         a.lease = Lease(Role.MASTER, 1, until=time.monotonic() + 0.3)
@@ -219,14 +221,15 @@ def test_the_lease_is_checked_before_every_sink_retry(redis: RedisServer) -> Non
         a.lease = Lease(Role.STANDBY, 2)  # stepped down: the batch goes back to the standby side
         await task
         await asyncio.sleep(0.2)
+        held = [e.event.fields["msg"] for e in a.pending.entries.values()]
         await a.stop()
         await a.store.close()  # type: ignore[attr-defined]
-        return sink, lapsed, a
+        return sink, lapsed, a, held
 
-    sink, lapsed, a = asyncio.run(main())
+    sink, lapsed, a, held = asyncio.run(main())
     assert lapsed == [] and sink.msgs() == []
     assert sink.attempts >= 2
-    assert [e.event.fields["msg"] for e in a.pending.entries.values()] == ["e1"]
+    assert held == ["e1"] and a.counters.handed_over["stopping"] == 1
 
 
 def test_pending_entries_leave_at_the_end_of_the_window_and_rescues_back_off(redis: RedisServer) -> None:
@@ -287,8 +290,10 @@ def test_a_store_outage_on_the_standby_is_one_log_line_without_a_traceback(
     with caplog.at_level(logging.INFO):
         b = asyncio.run(main())
     records = [r for r in caplog.records if r.name.startswith("gateway")]
-    assert len(records) == 1 and records[0].exc_info is None, [r.getMessage() for r in records]
-    assert "store error" in records[0].getMessage()
+    assert all(r.exc_info is None for r in records), [r.getMessage() for r in records]
+    messages = [r.getMessage() for r in records]
+    assert len(messages) == 2 and "store error" in messages[0], messages  # one line while it runs,
+    assert "could not be handed to the master" in messages[1], messages  # one when it stops
     assert b.counters.errors["store_unavailable"] >= 5
 
 
