@@ -394,16 +394,21 @@ class HaStage:
             return 0
         ids = [decode_rescue(e)[2] for e in entries]
         await self.store.count_ids(self.node, ids, self.window)
+        try:
+            async with asyncio.timeout(10.0):
+                await self._put_on_rescue_stream(entries)
+        except TimeoutError:
+            raise StoreError("the rescue stream stayed full; the spool is kept", "rescue_full") from None
+        self.spool.clear()
+        return len(entries)
+
+    async def _put_on_rescue_stream(self, entries: Sequence[bytes]) -> None:
+        """Add every entry, waiting while the stream is full (the caller bounds the wait)."""
         start = 0
-        deadline = self.monotonic() + 10.0
         while start < len(entries):
             start += await self.store.rescue_add(entries[start : start + 1024])
             if start < len(entries):
-                if self.monotonic() > deadline:
-                    raise StoreError("the rescue stream stayed full; the spool is kept", "rescue_full")
                 await asyncio.sleep(0.2)
-        self.spool.clear()
-        return len(entries)
 
     async def restore_counters(self) -> None:
         """On promotion: raise this node's counters in its (new) store to what it numbered itself."""
@@ -484,8 +489,8 @@ class HaStage:
         except (StoreError, TimeoutError) as exc:
             left = self.pending_count()
             if left:
-                log.error("stopping with %d events held that could not be handed to the master (%s)", left,
-                          getattr(exc, "reason", "timeout"))
+                log.error("stopping with up to %d events held that could not be handed to the master (%s)",
+                          left, getattr(exc, "reason", "timeout"))
 
     async def _hand_over_on_stop(self) -> None:
         """Number what is held, then put every held and pending event on the rescue stream."""
@@ -494,12 +499,12 @@ class HaStage:
             raise StoreError("the store did not answer", "unavailable")
         entries = self.pending.take_all()
         encoded = [encode_rescue(e.event, e.fp, i) for i, e in entries.items()]
-        start = 0
-        while start < len(encoded):
-            taken = await self.store.rescue_add(encoded[start : start + 1024])
-            if not taken:
-                raise StoreError("the rescue stream is full", "rescue_full")
-            start += taken
+        try:
+            await self._put_on_rescue_stream(encoded)
+        except BaseException:  # also the caller's timeout: keep them counted for its log line
+            self._add_pending([e.event for e in entries.values()], [e.fp for e in entries.values()],
+                              list(entries))
+            raise
         self.counters.handed_over["stopping"] += len(encoded)
         if encoded:
             log.warning("handed %d held events to the master on stopping", len(encoded))
