@@ -7,7 +7,8 @@ about one fingerprint in one cluster slot):
   and ``t``, the window's tag (its opening time on the server, in ms, hex).
   Whichever node numbers the first copy opens it (with a TTL of one window),
   so both nodes number inside the same window and it closes for both at once;
-* ``P{f}t-k`` - the claim of id ``f-t-k`` (occurrence k of window t):
+* ``P{f}t-k`` - the claim of id ``f-t-k`` (occurrence k of window t), which
+  lives one window past the window's end:
   ``0`` forwarded; ``e`` (below 2^20) claimed one by one by a master of
   epoch ``e``; ``seq * 2^20 + e`` claimed by the batch ``seq`` of the master
   of epoch ``e``, forwarded once that epoch's watermark in ``Pforwarded``
@@ -144,7 +145,9 @@ for fp in string.gmatch(ARGV[8] .. '\\n', '([^\\n]*)\\n') do
     if ttl == 0 then ttl = 1 end
   end
   n = n + 2
-  if not claim or call('SET', base .. tag .. '-' .. k, value, 'NX', 'PX', ttl) then
+  -- A claim outlives its window by one window: a standby may ask about an id
+  -- numbered at the window's very end up to a window later (its pending bound).
+  if not claim or call('SET', base .. tag .. '-' .. k, value, 'NX', 'PX', ttl + window) then
     out[n - 1] = k
   else
     out[n - 1] = -k
