@@ -43,11 +43,17 @@ def _bindable(port: int, host: str) -> bool:
     return True
 
 
+_HANDED_OUT: set[int] = set()  # never the same port twice in a run: two servers of a test would clash
+
+
 def free_port(cluster_bus: bool = False, host: str = HOST) -> int:
-    """A TCP port free on `host` (and, with `cluster_bus`, port + 10000 too)."""
+    """A TCP port free on `host` (and, with `cluster_bus`, port + 10000 too), not handed out before."""
     for _ in range(200):
         port = random.choice(_PORTS)
+        if port in _HANDED_OUT or port + 10000 in _HANDED_OUT:
+            continue
         if port != 6379 and _bindable(port, host) and (not cluster_bus or _bindable(port + 10000, host)):
+            _HANDED_OUT.update((port, port + 10000) if cluster_bus else (port,))
             return port
     raise RuntimeError("no free port")
 
