@@ -623,7 +623,8 @@ def test_standby_isolated_changes_nothing(tmp_path: Path) -> None:
         assert not lost, lost
         assert not doubled, doubled
         assert list(forwarders_per_epoch(p.nodes).values()) == [{"a"}], forwarders_per_epoch(p.nodes)
-        assert all(v.startswith("standby") for v in timeline.seen("ctl b")), timeline.text(fault)
+        # "?": a sample whose status could not be read (the host is loaded) says nothing of the role.
+        assert all(v.startswith("standby") for v in timeline.seen("ctl b") - {"?"}), timeline.text(fault)
         assert before == after, (before, after)
 
 
