@@ -220,9 +220,7 @@ class HaStage:
     async def _number_held(self) -> bool:
         """Number the held events into the pending buffer; False when the store did not answer
         (or answers again since less than `grace`)."""
-        if self._returned:
-            returned, self._returned = self._returned, []
-            self._add_pending([r[0] for r in returned], [r[1] for r in returned], [r[2] for r in returned])
+        self._pend_returned()
         if self._outage and not await self._outage_over():
             return False
         while self._held:
@@ -253,6 +251,12 @@ class HaStage:
             return False
         self._outage, self._back_at = False, None
         return True
+
+    def _pend_returned(self) -> None:
+        """Move the batches a master sent back (`hand_back`) into the pending buffer."""
+        if self._returned:
+            returned, self._returned = self._returned, []
+            self._add_pending([r[0] for r in returned], [r[1] for r in returned], [r[2] for r in returned])
 
     def _add_pending(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
         shed = self.pending.add(events, fps, ids)
@@ -310,9 +314,7 @@ class HaStage:
         while self._held and self.forwarding() and not self.master.holding():
             held, self._held = self._held[:_NUMBER_CHUNK], self._held[_NUMBER_CHUNK:]
             await self.master.forward_new(held)
-        if self._returned:
-            returned, self._returned = self._returned, []
-            self._add_pending([r[0] for r in returned], [r[1] for r in returned], [r[2] for r in returned])
+        self._pend_returned()
         entries = self.pending.take_all()
         ids = list(entries)
         try:
