@@ -13,7 +13,10 @@ about one fingerprint in one cluster slot):
   epoch ``e``; ``seq * 2^20 + e`` claimed by the batch ``seq`` of the master
   of epoch ``e``, forwarded once that epoch's watermark in ``Pforwarded``
   reaches seq;
-* ``P{f}t-kf`` - the forwarded marker of an id whose claim is gone.
+* ``P{f}t-kf`` - the forwarded marker of an id whose claim is gone;
+* ``P{f}n<token>`` - the numbers a call with that token gave (f: its first
+  fingerprint), kept one window, so that repeating the call after its reply
+  was lost gives the same ids (see `CLAIM`).
 
 Beside them: ``P{pair}epoch`` (the highest epoch any writer has shown this
 server: the fencing token), ``P{pair}master`` (the node that took that epoch;
@@ -116,44 +119,73 @@ def _script(source: str, *parts: str, writes: bool = True) -> Script:
 
 # ARGV: prefix, mode ("e" exact / "s" suppress; "n" and "u" the same, numbering
 # the copies but claiming nothing), window ms, node, want-evicted ("1"/"0"), the claims'
-# value, epoch, fingerprints (newline-separated). Returns per fingerprint its
-# signed occurrence (positive: won, negative: held by someone) and its window's
-# tag, then DBSIZE, then evicted_keys (-1 when not asked for).
+# value, epoch, the call's token ("" for none), fingerprints (newline-separated).
+# Returns per fingerprint its signed occurrence (positive: won, negative: held by
+# someone) and its window's tag, then DBSIZE, then evicted_keys (-1 when not asked for).
+#
+# A token makes the numbering idempotent: the first call with it keeps its
+# numbers for one window under ``P{f}n<token>`` (f: the first fingerprint, so
+# the key sits on the cluster node that serves the call), and a repeat of the
+# call (its reply was lost) gets the same occurrences instead of counting the
+# copies again. A repeated claim wins what it won before: a claim still held by
+# a batch of the same epoch is taken over with the new value.
 CLAIM = _script("""
 local prefix, window, node, how = ARGV[1], ARGV[3], ARGV[4], ARGV[2]
 local exact, claim, value = how == 'e' or how == 'n', how == 'e' or how == 's', ARGV[6]
 local refused = fenced(prefix, ARGV[7])
 if refused then return refused end
 local call = redis.call
+local memo, replay, numbers = nil, nil, {}
+if ARGV[8] ~= '' then
+  memo = prefix .. '{' .. string.match(ARGV[9], '^[^\\n]*') .. '}n' .. ARGV[8]
+  local kept = call('GET', memo)
+  if kept then replay = string.gmatch(kept, '(%d+) (%x+),') end
+end
+local function mine(held)
+  local v, want = tonumber(held), tonumber(value)
+  return v and v >= 1048576 and want >= 1048576 and v % 1048576 == want % 1048576
+end
 local now = call('TIME')
 local opened = string.format('%x', now[1] * 1000 + math.floor(now[2] / 1000))
 local out, n = {}, 0
-for fp in string.gmatch(ARGV[8] .. '\\n', '([^\\n]*)\\n') do
+for fp in string.gmatch(ARGV[9] .. '\\n', '([^\\n]*)\\n') do
   local base = prefix .. '{' .. fp .. '}'
   local win = base .. 'w'
-  -- The first copy on either node opens the window; every copy counts in it
-  -- and takes the window's remaining time.
-  local k = 1
-  if exact then k = call('HINCRBY', win, node, 1) end
-  local ttl, tag = call('PTTL', win), nil
-  if ttl < 0 then
-    call('HSET', win, 't', opened)
-    call('PEXPIRE', win, window)
-    ttl, tag = window, opened
+  local k, ttl, tag = 1, window, nil
+  if replay then
+    k, tag = replay()
+    if not k then error('the token ' .. ARGV[8] .. ' numbered another batch') end
+    k = tonumber(k)
   else
-    tag = call('HGET', win, 't')
-    if ttl == 0 then ttl = 1 end
+    -- The first copy on either node opens the window; every copy counts in it
+    -- and takes the window's remaining time.
+    if exact then k = call('HINCRBY', win, node, 1) end
+    ttl = call('PTTL', win)
+    if ttl < 0 then
+      call('HSET', win, 't', opened)
+      call('PEXPIRE', win, window)
+      ttl, tag = window, opened
+    else
+      tag = call('HGET', win, 't')
+      if ttl == 0 then ttl = 1 end
+    end
+    if memo then numbers[#numbers + 1] = k .. ' ' .. tag .. ',' end
   end
   n = n + 2
   -- A claim outlives its window by one window: a standby may ask about an id
   -- numbered at the window's very end up to a window later (its pending bound).
-  if not claim or call('SET', base .. tag .. '-' .. k, value, 'NX', 'PX', ttl + window) then
+  local key = base .. tag .. '-' .. k
+  if not claim or call('SET', key, value, 'NX', 'PX', ttl + window) then
+    out[n - 1] = k
+  elseif replay and mine(call('GET', key)) then
+    call('SET', key, value, 'XX', 'KEEPTTL')
     out[n - 1] = k
   else
     out[n - 1] = -k
   end
   out[n] = tag
 end
+if memo and not replay then call('SET', memo, table.concat(numbers), 'PX', window) end
 out[n + 1] = call('DBSIZE')
 out[n + 2] = -1
 if ARGV[5] == '1' then

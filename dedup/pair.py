@@ -23,12 +23,16 @@ class PairStore(Protocol):
     epoch: int
 
     async def claim(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float,
-                    seq: int | None = None) -> tuple[list[str], list[bool]]:
-        """Number and claim a batch; with `seq`, its ids are forwarded once `forwarded_through(seq)`."""
+                    seq: int | None = None, token: str = "") -> tuple[list[str], list[bool]]:
+        """Number and claim a batch; with `seq`, its ids are forwarded once `forwarded_through(seq)`.
+
+        A call repeated with the same `token` gives the same ids and wins what the first won."""
         ...
 
-    async def number(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float) -> list[str]:
-        """The ids `claim` would give these copies, counted but not claimed (a standby's numbering)."""
+    async def number(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float,
+                     token: str = "") -> list[str]:
+        """The ids `claim` would give these copies, counted but not claimed (a standby's numbering);
+        a call repeated with the same `token` gives the same ids."""
         ...
 
     async def claim_ids(self, ids: Sequence[str], window: float, now: float,

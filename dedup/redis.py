@@ -215,7 +215,7 @@ class RedisStore:
 
     async def claim(
         self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float,
-        seq: int | None = None,
+        seq: int | None = None, token: str = "",
     ) -> tuple[list[str], list[bool]]:
         """Number and claim a batch with one script call (one per cluster node).
 
@@ -226,28 +226,37 @@ class RedisStore:
         as forwarded once `forwarded_through` raised this epoch's watermark to
         seq. Each master term has its own epoch, so a batch a crashed master
         lost is never covered by a later watermark.
+
+        With a `token` (unique to the batch), a call made
+        again with the same token and fingerprints after its reply was lost
+        returns the same ids, and wins what the first call won, instead of
+        counting the copies twice; the numbers are kept one window.
         """
         value = _claim_value(self.epoch, seq)
-        return await self._claim(node, fingerprints, b"e" if mode is Mode.EXACT else b"s", window, value)
+        how = b"e" if mode is Mode.EXACT else b"s"
+        return await self._claim(node, fingerprints, how, window, value, token)
 
-    async def number(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float) -> list[str]:
+    async def number(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float,
+                     token: str = "") -> list[str]:
         """The ids `claim` would give these copies, counted but not claimed.
 
         For a node that does not forward (a standby): its copies take their
         place in its occurrence counters, so the ids stay consistent when it
         becomes master. Suppress mode numbers every copy 1, in the open window.
+        A `token` makes a repeated call idempotent, as in `claim`.
         """
-        ids, _ = await self._claim(node, fingerprints, b"n" if mode is Mode.EXACT else b"u", window, b"0")
+        how = b"n" if mode is Mode.EXACT else b"u"
+        ids, _ = await self._claim(node, fingerprints, how, window, b"0", token)
         return ids
 
     async def _claim(
-        self, node: str, fingerprints: Sequence[str], how: bytes, window: float, value: bytes
+        self, node: str, fingerprints: Sequence[str], how: bytes, window: float, value: bytes, token: str,
     ) -> tuple[list[str], list[bool]]:
         if not fingerprints:
             return [], []
         self._claims += 1
         want_evicted = b"1" if self._claims % _EVICTED_EVERY == 1 else b"0"
-        head = [self._prefix, how, _window_ms(window), node, want_evicted, value, self._fence]
+        head = [self._prefix, how, _window_ms(window), node, want_evicted, value, self._fence, token]
         ids = [""] * len(fingerprints)
         won = [False] * len(fingerprints)
         for name, indexes, reply in await self._guard(self._per_node(CLAIM, head, fingerprints, str)):

@@ -22,3 +22,6 @@ class ListSink:
 
     def msgs(self) -> list[str]:
         return [orjson.loads(line)["msg"] for line in self.lines]
+
+    def ids(self) -> list[str]:
+        return [orjson.loads(line)["id"] for line in self.lines]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from dedup import FencedError, StoreError, fingerprint
 from formats import Event
+from gateway.ha._pending import Unnumbered
 from gateway.ha._rescue import encode_rescue
 
 if TYPE_CHECKING:
@@ -60,40 +61,63 @@ class MasterPath:
         self._uncounted: list[str] = []  # numbered here while degraded: counters
         self._resync_all = False
 
-    async def forward_new(self, events: Sequence[Event]) -> None:
-        """Number, claim and forward events received as master; hold them if the role was lost."""
+    async def forward_new(self, events: Sequence[Event]) -> bool:
+        """Number, claim and forward events received as master; True once forwarded (or dropped as
+        duplicates), False when they wait (held: the role was lost or the store does not answer).
+
+        Batches whose claim may have run unanswered (`HaStage.unnumbered`) go first, claimed again
+        with their tokens: they get the ids and win the claims the first call may have made, and no
+        later batch's watermark covers such a claim that was never forwarded.
+        """
         stage = self.stage
-        fps = [fingerprint(e) for e in events]
         async with self.lock:
             if not stage.forwarding():
                 stage.hold(events)
-                return
+                return False
             await self._recover()
-            seq = None
-            if not self.degraded:
-                seq = self._seq + 1
-                try:
-                    ids, won = await stage.store.claim(stage.node, fps, stage.mode, stage.window,
-                                                       stage.clock(), seq)
-                    self._seq = seq
-                    stage.local.add_numbered(ids)
-                except StoreError as exc:
-                    if self._refused(exc):
-                        stage.hold(events)
-                        return
+            for batch in [b for b in stage.unnumbered if b.claimed]:
+                stage.unnumbered.remove(batch)
+                if not await self._claim_and_write(batch):
+                    stage.hold(events)
+                    return False
+            if not events:
+                return True
+            fps = [fingerprint(e) for e in events]
+            return await self._claim_and_write(Unnumbered(list(events), fps, stage.token(), True))
+
+    async def _claim_and_write(self, batch: Unnumbered) -> bool:
+        """Claim a batch (in the store, or here while degraded) and write what it won; under the lock.
+
+        False when it waits: put back, to be claimed again with its token.
+        """
+        stage = self.stage
+        events, fps = batch.events, batch.fps
+        seq = None
+        if not self.degraded:
+            seq = self._seq + 1
+            try:
+                ids, won = await stage.store.claim(stage.node, fps, stage.mode, stage.window, stage.clock(),
+                                                   seq, batch.token)
+                self._seq = seq
+                stage.local.add_numbered(ids)
+            except StoreError as exc:
+                if not self._refused(exc):
                     self._store_down(exc)
-            if self.holding():
-                stage.hold(events)
-                return
-            if self.degraded:
-                seq = None
-                local = stage.local.as_store()
-                ids, won = local.claim_now(stage.node, fps, stage.mode, stage.window, stage.clock())
-                self._uncounted += ids
-                self._bound_unsynced()
-            keep = [i for i, w in enumerate(won) if w]
-            stage.counters.dropped["duplicate"] += len(events) - len(keep)
-            await self._write([events[i] for i in keep], [fps[i] for i in keep], [ids[i] for i in keep], seq)
+                stage.put_back(batch)  # the claim may have run: repeated with its token
+                return False
+        if self.holding():
+            stage.put_back(batch)
+            return False
+        if self.degraded:
+            seq = None
+            local = stage.local.as_store()
+            ids, won = local.claim_now(stage.node, fps, stage.mode, stage.window, stage.clock())
+            self._uncounted += ids
+            self._bound_unsynced()
+        keep = [i for i, w in enumerate(won) if w]
+        stage.counters.dropped["duplicate"] += len(events) - len(keep)
+        await self._write([events[i] for i in keep], [fps[i] for i in keep], [ids[i] for i in keep], seq)
+        return True
 
     async def forward_taken(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> bool:
         """Forward events whose ids this master took one by one; False (and handed back) if not master."""

@@ -15,8 +15,20 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from typing import NamedTuple
 
 from formats import Event
+
+
+class Unnumbered(NamedTuple):
+    """A batch on its way to its ids: its numbering call (`claimed`: a master's claim) may have run on
+    the store without this node learning the ids (the reply was lost). Repeated with its `token`,
+    the call gives the same ids instead of counting the copies again."""
+
+    events: list[Event]
+    fps: list[str]
+    token: str
+    claimed: bool
 
 
 @dataclass

@@ -26,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from gateway.forward import Forwarder
 from gateway.ha._lease import Lease, Role
 from gateway.ha._local import LocalRecord
 from gateway.ha._master import MasterPath
-from gateway.ha._pending import PendingBuffer
+from gateway.ha._pending import PendingBuffer, Unnumbered
 from gateway.ha._rescue import decode_rescue, encode_rescue
 from gateway.metrics import Counters
 from gateway.spool import Spool
@@ -92,6 +94,10 @@ class HaStage:
         self._lease = Lease(Role.STANDBY)
         self._lease_moved = asyncio.Event()
         self._held: list[Event] = []  # received while not forwarding, to be numbered
+        # Batches whose numbering or claim may have run on the store unanswered: numbered first,
+        # with their tokens, so that they get the ids they may already have (see `Unnumbered`).
+        self.unnumbered: deque[Unnumbered] = deque()
+        self._tokens = map(f"{os.urandom(6).hex()}.{{}}".format, itertools.count(1))
         self._returned: list[tuple[Event, str, str]] = []  # numbered, sent back by a master that stepped down
         self._wake = asyncio.Event()
         # After the store could not be reached: when it answered again (None: not yet). Numbering
@@ -195,6 +201,15 @@ class HaStage:
             del held[:overflow]
         self._wake.set()
 
+    def token(self) -> str:
+        """A token no other numbering call of this process or of another node carries."""
+        return next(self._tokens)
+
+    def put_back(self, batch: Unnumbered) -> None:
+        """A batch whose numbering may have run unanswered: numbered again first, with its token."""
+        self.unnumbered.appendleft(batch)
+        self._wake.set()
+
     def hand_back(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
         """Numbered events a master could not send (it stepped down): the standby loop holds them."""
         self._returned += zip(events, fps, ids, strict=True)
@@ -223,18 +238,28 @@ class HaStage:
         self._pend_returned()
         if self._outage and not await self._outage_over():
             return False
-        while self._held:
-            events = self._held[:_NUMBER_CHUNK]
-            fps = [fingerprint(e) for e in events]
-            try:
-                ids = await self.store.number(self.node, fps, self.mode, self.window)
-            except StoreError as exc:
-                self._store_trouble(exc, "numbering")
-                self._outage = not isinstance(exc, FencedError)
+        while self.unnumbered or self._held:
+            if not self.unnumbered:
+                events = self._held[:_NUMBER_CHUNK]
+                del self._held[: len(events)]
+                fps = [fingerprint(e) for e in events]
+                self.unnumbered.append(Unnumbered(events, fps, self.token(), False))
+            if not await self._number(self.unnumbered.popleft()):
                 return False
-            del self._held[: len(events)]
-            self.local.add_numbered(ids)
-            self._add_pending(events, fps, ids)
+        return True
+
+    async def _number(self, batch: Unnumbered) -> bool:
+        """Number one batch into the pending buffer (a claim already made counts as its numbering);
+        False, and the batch put back, when the store did not answer."""
+        try:
+            ids = await self.store.number(self.node, batch.fps, self.mode, self.window, batch.token)
+        except StoreError as exc:
+            self.put_back(batch)
+            self._store_trouble(exc, "numbering")
+            self._outage = not isinstance(exc, FencedError)
+            return False
+        self.local.add_numbered(ids)
+        self._add_pending(batch.events, batch.fps, ids)
         return True
 
     async def _outage_over(self) -> bool:
@@ -311,9 +336,19 @@ class HaStage:
         """Forward what is held, then every pending entry not forwarded yet (after a promotion)."""
         flushed = 0
         await self.master.recover()  # a store back early ends the hold early
-        while self._held and self.forwarding() and not self.master.holding():
-            held, self._held = self._held[:_NUMBER_CHUNK], self._held[_NUMBER_CHUNK:]
-            await self.master.forward_new(held)
+        while self.forwarding() and not self.master.holding():
+            if self.unnumbered:  # first: what may be numbered already
+                if self.unnumbered[0].claimed:
+                    done = await self.master.forward_new([])  # claims again every such batch
+                else:
+                    done = await self._number(self.unnumbered.popleft())
+            elif self._held:
+                held, self._held = self._held[:_NUMBER_CHUNK], self._held[_NUMBER_CHUNK:]
+                done = await self.master.forward_new(held)
+            else:
+                break
+            if not done:
+                return
         self._pend_returned()
         entries = self.pending.take_all()
         ids = list(entries)
@@ -535,7 +570,8 @@ class HaStage:
 
     def pending_count(self) -> int:
         """Events this node holds, numbered or not."""
-        return len(self.pending) + len(self._held) + len(self._returned)
+        return (len(self.pending) + len(self._held) + len(self._returned)
+                + sum(len(batch.events) for batch in self.unnumbered))
 
 
 def _read_epoch(path: Path | None) -> int:

@@ -11,10 +11,11 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dedup import Mode, fingerprint
+from dedup import Mode, StoreError, fingerprint
 from dedup.redis import RedisSettings, RedisStore
 from gateway.errors import SinkError
 from gateway.forward import Forwarder
@@ -320,3 +321,92 @@ def test_a_master_holds_what_it_receives_for_degrade_after_when_its_store_fails(
     during, after, degraded = asyncio.run(main())
     assert degraded and during == []  # held, not forwarded with ids of its own
     assert sorted(after) == ["during-1", "during-2"]
+
+
+class LosesReplies(RedisStore):
+    """A real store whose next `numbers` numbering calls and `claims` claims run on the server, but
+    whose replies never arrive: the caller sees a timeout after its request went out."""
+
+    def __init__(self, redis: RedisServer, numbers: int = 0, claims: int = 0) -> None:
+        super().__init__(RedisSettings(port=redis.port))
+        self.numbers, self.claims = numbers, claims
+
+    async def number(self, *args: Any, **kwargs: Any) -> list[str]:
+        ids = await super().number(*args, **kwargs)
+        if self.numbers:
+            self.numbers -= 1
+            raise StoreError("the reply was lost", "timeout")
+        return ids
+
+    async def claim(self, *args: Any, **kwargs: Any) -> tuple[list[str], list[bool]]:
+        result = await super().claim(*args, **kwargs)
+        if self.claims:
+            self.claims -= 1
+            raise StoreError("the reply was lost", "timeout")
+        return result
+
+
+def test_a_standby_that_lost_the_reply_to_its_numbering_numbers_those_copies_alike_again(
+    redis: RedisServer,
+) -> None:
+    """A numbering whose reply was lost was counted on the server; numbered again, the standby's
+    copies became occurrences 2 that only it had, and the master forwarded them as new events."""
+
+    async def main() -> tuple[list[str], HaStage]:
+        sink = ListSink()
+        a = stage(redis, "a", Role.MASTER, sink)
+        b = HaStage("b", LosesReplies(redis, numbers=1), Forwarder("b", ListSink()), Mode.EXACT, 30.0,
+                    lease(Role.STANDBY), grace=0.2, check_after=0.05)
+        for s in (a, b):
+            s.start()
+        events = [ev(f"m{i}") for i in range(20)]
+        await a.handle(events)
+        await b.handle(events)
+        await until(lambda: b.pending_count() == 0 and b.counters.errors["store_timeout"] == 1, 10,
+                    "the standby to number its copies again and see them forwarded")
+        await asyncio.sleep(0.3)  # room for a rescue to show
+        for s in (a, b):
+            await s.stop()
+            await s.store.close()  # type: ignore[attr-defined]
+        return sink.msgs(), sink.ids(), b
+
+    msgs, forwarded, b = asyncio.run(main())
+    assert sorted(msgs) == sorted(f"m{i}" for i in range(20))
+    assert sorted(b.local.numbered_ids()) == sorted(forwarded)  # the same ids on both nodes
+    assert b.counters.handed_over["rescued"] == 0
+
+
+def test_a_master_that_lost_the_reply_to_its_claim_and_stepped_down_numbers_that_batch_alike(
+    redis: RedisServer,
+) -> None:
+    """The paused master of tests/ha: its claim ran on the server, the reply timed out at SIGCONT,
+    and as standby it numbered the batch again as occurrences 2, which its successor then
+    forwarded beside its own copies (15 events doubled under new ids)."""
+
+    async def main() -> tuple[list[str], list[str], HaStage]:
+        sink_a, sink_b = ListSink(), ListSink()
+        a = HaStage("a", LosesReplies(redis, claims=1), Forwarder("a", sink_a), Mode.EXACT, 30.0,
+                    lease(Role.MASTER), grace=0.2, check_after=0.05)
+        b = stage(redis, "b", Role.STANDBY, sink_b, grace=0.2, check_after=0.05)
+        for s in (a, b):
+            s.start()
+        events = [ev(f"m{i}") for i in range(15)]
+        await b.handle(events)
+        await until(lambda: len(b.pending) == 15, 5, "the standby to number its copies")
+        await a.handle(events)  # claimed on the server, the reply lost: held
+        assert sink_a.lines == []
+        a.lease = lease(Role.STANDBY, 2)  # b is promoted
+        b.lease = lease(Role.MASTER, 2)
+        await until(lambda: len(sink_b.lines) >= 15, 5, "the new master to forward its copies")
+        await until(lambda: a.pending_count() == 0, 5, "the old master to see its copies forwarded")
+        await asyncio.sleep(0.3)  # room for a rescue to show
+        for s in (a, b):
+            await s.stop()
+            await s.store.close()  # type: ignore[attr-defined]
+        return sink_a.msgs(), sink_b.msgs(), sink_b.ids(), a
+
+    msgs_a, msgs_b, forwarded, a = asyncio.run(main())
+    assert msgs_a == []
+    assert sorted(msgs_b) == sorted(f"m{i}" for i in range(15))
+    assert sorted(a.local.numbered_ids()) == sorted(forwarded)
+    assert a.counters.handed_over["rescued"] == 0

@@ -798,3 +798,33 @@ def test_an_id_numbered_at_the_end_of_its_window_is_still_known_forwarded_after_
         assert await store.take_ids([late], 0.6) == [0]  # a rescue of it is not forwarded again
 
     use(body)
+
+
+def test_a_numbering_repeated_with_its_token_gives_the_same_ids_and_wins_what_it_won(use: Use) -> None:
+    """A call whose reply was lost is made again with its token: the copies are not counted twice."""
+
+    async def body(store: RedisStore) -> None:
+        first, won = await store.claim("a", [X, X, Y], EXACT, 30.0, time.time(), seq=1, token="t1")
+        assert won == [True, True, True]
+        again, won_again = await store.claim("a", [X, X, Y], EXACT, 30.0, time.time(), seq=2, token="t1")
+        assert (again, won_again) == (first, won)
+        assert await store.forwarded_through(2, again[-1]) == 0  # the new seq's watermark covers them
+        assert await store.forwarded(first) == [True, True, True]
+        # As numbering, after a claim with that token: the same ids again; the next copy is the third.
+        assert await store.number("a", [X, X, Y], EXACT, 30.0, token="t1") == first
+        assert bare(await store.number("a", [X], EXACT, 30.0, token="t2")) == [f"{X}-3"]
+        assert await store.number("a", [X], EXACT, 30.0, token="t2") == await store.number(
+            "a", [X], EXACT, 30.0, token="t2")
+        # A standby's numbering repeated.
+        numbered = await store.number("b", [Y, X], EXACT, 30.0, token="t3")
+        assert await store.number("b", [Y, X], EXACT, 30.0, token="t3") == numbered
+        assert bare(numbered) == [f"{Y}-1", f"{X}-1"]
+        # What another master took meanwhile, a repeat does not win back.
+        store.epoch = 2
+        (z,), _ = await store.claim("a", [fp(7)], EXACT, 30.0, time.time(), seq=3, token="t4")
+        store.epoch = 3
+        assert await store.take_ids([z], 30.0) == [1]
+        store.epoch = 4
+        assert await store.claim("a", [fp(7)], EXACT, 30.0, time.time(), seq=1, token="t4") == ([z], [False])
+
+    use(body)
