@@ -234,8 +234,10 @@ return out
 # decimal, on alternate lines), ids (newline-separated). A master of `epoch` takes ids
 # handed to it (rescued, or from a spool): an id nobody claimed is claimed;
 # one claimed by a lower epoch and not forwarded is taken over (its master is
-# gone or fenced). Returns per id: 1 taken, 0 forwarded already, 2 claimed at
-# this epoch and not forwarded yet (in this master's own hands).
+# gone or fenced). Returns per id: 1 taken, 0 forwarded already, 2 claimed by a
+# batch of this epoch and not forwarded yet (in this master's own hands), 3
+# taken (or claimed by id) at this epoch and not forwarded yet: in this
+# master's hands, or taken by a call whose reply it never got.
 TAKE_IDS = _script("""
 local prefix, window, epoch = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local refused = fenced(prefix, ARGV[4])
@@ -256,6 +258,8 @@ for id in string.gmatch(ARGV[6] .. '\\n', '([^\\n]*)\\n') do
   elseif held < epoch then
     call('SET', claim, epoch, 'KEEPTTL')
     out[n] = 1
+  elseif tonumber(call('GET', claim)) == epoch then
+    out[n] = 3
   else
     out[n] = 2
   end

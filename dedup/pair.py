@@ -45,7 +45,8 @@ class PairStore(Protocol):
         ...
 
     async def take_ids(self, ids: Sequence[str], window: float) -> list[int]:
-        """Take handed-over ids: 1 taken, 0 forwarded already, 2 held at this epoch."""
+        """Take handed-over ids: 1 taken, 0 forwarded already, 2 held by a batch of this epoch,
+        3 taken (or claimed by id) at this epoch, not forwarded yet."""
         ...
 
     async def mark_forwarded(self, ids: Sequence[str], window: float = 30.0, replicas: int = 0,

@@ -304,7 +304,9 @@ class RedisStore:
 
         Per id: 1 taken (unclaimed, or claimed by a lower epoch and not
         forwarded: its master is gone or fenced), 0 forwarded already, 2
-        claimed at this epoch and not yet forwarded (this master has it).
+        claimed by a batch of this epoch and not yet forwarded (this master
+        has it), 3 taken or claimed by id at this epoch and not yet forwarded
+        (this master has it, or took it with a call whose reply was lost).
         """
         if not ids:
             return []

@@ -409,16 +409,20 @@ class HaStage:
     async def _take(self, ids: Sequence[str]) -> list[bool]:
         """Which of these handed-over ids to forward now: taken in the store, not forwarded here.
 
-        An id this node forwarded under another window tag (numbered while the
-        store could not be reached, see `LocalRecord`) is marked forwarded in
-        the store instead, so that the standby drops it.
+        An id taken at this epoch before (3) is chosen too unless this node
+        has it in hand or forwarded it: the reply to that take was lost.
+        (`not_forwarded_here` notes what it answers for, so two takes of one
+        id never both choose it.) An id this node forwarded under another
+        window tag (numbered while the store could not be reached, see
+        `LocalRecord`) is marked forwarded in the store instead, so that the
+        standby drops it.
         """
         taken = await self.store.take_ids(ids, self.window)
         fresh = self.local.not_forwarded_here(ids)
         aliases = [i for i, t, f in zip(ids, taken, fresh, strict=True) if t == 1 and not f]
         if aliases:
             await self.store.mark_forwarded(aliases, self.window)
-        chosen = [t == 1 and f for t, f in zip(taken, fresh, strict=True)]
+        chosen = [t in (1, 3) and f for t, f in zip(taken, fresh, strict=True)]
         self.counters.dropped["forwarded_already"] += chosen.count(False)
         return chosen
 

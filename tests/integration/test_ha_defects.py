@@ -327,9 +327,16 @@ class LosesReplies(RedisStore):
     """A real store whose next `numbers` numbering calls and `claims` claims run on the server, but
     whose replies never arrive: the caller sees a timeout after its request went out."""
 
-    def __init__(self, redis: RedisServer, numbers: int = 0, claims: int = 0) -> None:
+    def __init__(self, redis: RedisServer, numbers: int = 0, claims: int = 0, takes: int = 0) -> None:
         super().__init__(RedisSettings(port=redis.port))
-        self.numbers, self.claims = numbers, claims
+        self.numbers, self.claims, self.takes = numbers, claims, takes
+
+    async def take_ids(self, *args: Any, **kwargs: Any) -> list[int]:
+        taken = await super().take_ids(*args, **kwargs)
+        if self.takes:
+            self.takes -= 1
+            raise StoreError("the reply was lost", "timeout")
+        return taken
 
     async def number(self, *args: Any, **kwargs: Any) -> list[str]:
         ids = await super().number(*args, **kwargs)
@@ -410,3 +417,28 @@ def test_a_master_that_lost_the_reply_to_its_claim_and_stepped_down_numbers_that
     assert sorted(msgs_b) == sorted(f"m{i}" for i in range(15))
     assert sorted(a.local.numbered_ids()) == sorted(forwarded)
     assert a.counters.handed_over["rescued"] == 0
+
+
+def test_a_promoted_master_that_lost_the_reply_to_its_take_forwards_those_events_once(
+    redis: RedisServer,
+) -> None:
+    """Taken on the server, the reply lost: the next take found them claimed at this master's own
+    epoch, as if in its hands, and the promotion flush dropped them as forwarded already."""
+
+    async def main() -> tuple[list[str], HaStage]:
+        sink = ListSink()
+        b = HaStage("b", LosesReplies(redis, takes=1), Forwarder("b", sink), Mode.EXACT, 30.0,
+                    lease(Role.STANDBY), grace=5.0, check_after=5.0)
+        b.start()
+        await b.handle([ev(f"only-b-{i}") for i in range(10)])  # the old master never got these
+        await until(lambda: len(b.pending) == 10, 5, "the standby to number its copies")
+        b.lease = lease(Role.MASTER, 2)
+        await until(lambda: len(sink.lines) >= 10, 5, "the promotion flush to forward them")
+        await asyncio.sleep(0.3)
+        await b.stop()
+        await b.store.close()  # type: ignore[attr-defined]
+        return sink.msgs(), b
+
+    msgs, b = asyncio.run(main())
+    assert sorted(msgs) == sorted(f"only-b-{i}" for i in range(10))
+    assert b.counters.dropped["forwarded_already"] == 0

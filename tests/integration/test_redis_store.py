@@ -421,8 +421,11 @@ def test_take_ids_takes_what_nobody_forwarded_and_what_a_lower_epoch_left(use: U
         nobody = f"{fp(6)}-{T}-1"
         ids = [forwarded, left, watermarked, in_flight, done, nobody]
         assert await store.take_ids(ids, 30.0) == [0, 1, 1, 1, 0, 1]
-        # Taken at epoch 3: the same master asking again gets "mine", and nothing is forwarded yet.
-        assert await store.take_ids(ids, 30.0) == [0, 2, 2, 2, 0, 2]
+        # Taken at epoch 3: the same master asking again gets "taken by me", and nothing is forwarded
+        # yet; an id a batch of epoch 3 claimed is "mine" too.
+        assert await store.take_ids(ids, 30.0) == [0, 3, 3, 3, 0, 3]
+        (batch,), _ = await store.claim("a", [fp(8)], EXACT, 30.0, time.time(), seq=1)
+        assert await store.take_ids([batch], 30.0) == [2]
         assert await store.forwarded(ids) == [True, False, False, False, True, False]
         await store.mark_forwarded([left])
         store.epoch = 4
