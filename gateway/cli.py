@@ -123,16 +123,19 @@ def _status(args: argparse.Namespace) -> int:
         redis = node.get("redis") or {}
         replication = f"redis {redis.get('role', '?')} offset {redis.get('offset', '?')}"
         lease = "-" if node["lease_remaining"] is None else f"{node['lease_remaining']}s"
+        rates = node.get("rates") or {}
+        spool = node.get("spool") or {}
         print(f"{node['node']}: {node['role']} epoch {node['epoch']} lease {lease}; "
               f"health {'ok' if not failing else 'FAILING ' + ','.join(failing)}; {replication}; "
-              f"pending {node.get('pending')}; "
+              f"in {rates.get('received', '-')}/s forwarded {rates.get('forwarded', '-')}/s; "
+              f"pending {node.get('pending')}; spool {spool.get('batches', '-')} batches; "
               f"peer {peer['node']} {'alive' if peer['alive'] else 'DEAD'} ({paths}); "
               f"switchovers {node['switchovers']}{'; ISOLATED' if node['isolated'] else ''}")
     gateway = nodes.get("gateway")
     if isinstance(gateway, dict) and "role" in gateway and isinstance(gateway["role"], dict):
         gauges = gateway.get("gauges", {})
         print(f"gateway {gateway['node']}: {json.dumps(gateway['role'])}; "
-              f"queued {gauges.get('queued_events')}, spool/pending {gauges.get('pending_events')}")
+              f"queued {gauges.get('queued_events')}, pending {gauges.get('pending_events')}")
     return 0
 
 

@@ -76,6 +76,10 @@ class Spool:
             return
         self._write(self._pack([_ACK, number]))
 
+    def stats(self) -> dict[str, int]:
+        """Batches not acknowledged yet, and the file's size."""
+        return {"batches": len(self._open), "bytes": self._file.tell()}
+
     def _write(self, record: bytes) -> None:
         self._file.write(record)
         self._file.flush()

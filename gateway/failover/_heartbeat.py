@@ -39,6 +39,7 @@ class Beat:
     priority: int
     healthy: bool
     isolated: bool
+    lease: float | None = None  # seconds left of the sender's gateway's lease (None: not master)
 
 
 def seal(key: bytes, fields: dict[str, Any]) -> bytes:

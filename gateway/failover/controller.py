@@ -30,7 +30,7 @@ import hmac
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,33 @@ class _VoteReplies(asyncio.DatagramProtocol):
         pass
 
 
+
+class Rates:
+    """Events per second into the gateway's HA stage and forwarded by it, over the last `span`
+    seconds of its counters as the controller reads them."""
+
+    def __init__(self, span: float = 5.0) -> None:
+        self.span = span
+        self._samples: deque[tuple[float, int, int]] = deque()  # (when, received, sent)
+
+    def add(self, at: float, received: int, sent: int) -> None:
+        samples = self._samples
+        if samples and (received < samples[-1][1] or sent < samples[-1][2]):
+            samples.clear()  # the gateway restarted: its counters began again
+        samples.append((at, received, sent))
+        while len(samples) > 2 and samples[1][0] <= at - self.span:
+            samples.popleft()
+
+    def per_second(self) -> dict[str, float] | None:
+        """{"received": ..., "forwarded": ...}, or None before two readings."""
+        if len(self._samples) < 2:
+            return None
+        (t0, r0, s0), (t1, r1, s1) = self._samples[0], self._samples[-1]
+        elapsed = t1 - t0
+        if elapsed <= 0:
+            return None
+        return {"received": round((r1 - r0) / elapsed, 1), "forwarded": round((s1 - s0) / elapsed, 1)}
+
 class Controller:
     """The failover controller of the node whose config is `config` (see the module docstring)."""
 
@@ -91,6 +118,8 @@ class Controller:
         self.peer: Beat | None = None
         self.heard: dict[str, float] = {}  # path -> when a heartbeat last arrived on it (monotonic)
         self.gateway: dict[str, Any] | None = None  # the gateway's /status role, None while unreachable
+        self.gateway_gauges: dict[str, Any] = {}  # the gateway's gauges, last read
+        self.rates = Rates()
         self.role = "unknown"
         self.epoch = 0
         self.witnesses_ok: bool | None = None  # None: no witness configured
@@ -209,8 +238,9 @@ class Controller:
         return all(ch.ok for ch in self.checks if ch.name != "floating_ip" or self.role == "master")
 
     def _send_heartbeats(self) -> None:
+        lease = None if self.gateway is None else self.gateway.get("lease_remaining")
         datagram = self.sealer.seal(self.wall(), role=self.role, epoch=self.epoch, priority=self.c.priority,
-                                    healthy=self.healthy(), isolated=self.isolated)
+                                    healthy=self.healthy(), isolated=self.isolated, lease=lease)
         for name, path in self.c.paths.items():
             host, port = parse_address(f"controller.paths.{name}.peer", path.peer)
             with contextlib.suppress(OSError):
@@ -310,6 +340,9 @@ class Controller:
         try:
             state = await self._admin("GET", "/status", timeout=max(0.1, self.c.heartbeat * 2))
             self.gateway = state["role"]
+            self.gateway_gauges = state.get("gauges", {})
+            stage = state.get("components", {}).get("ha", {})
+            self.rates.add(self.monotonic(), int(stage.get("received", 0)), int(stage.get("sent", 0)))
         except (aiohttp.ClientError, TimeoutError, KeyError, TypeError, ValueError):
             self.gateway = None
         gateway_ok = next((ch.ok for ch in self.checks if ch.name == "gateway"), True)
@@ -514,6 +547,9 @@ class Controller:
             "health": {**{ch.name: ch.ok for ch in self.checks}, "witnesses": self.witnesses_ok},
             "lease_remaining": None if self.gateway is None else self.gateway.get("lease_remaining"),
             "pending": None if self.gateway is None else self.gateway.get("pending"),
+            "rates": self.rates.per_second(),
+            "spool": {"batches": self.gateway_gauges.get("spool_batches"),
+                      "bytes": self.gateway_gauges.get("spool_bytes")},
             "redis": self.redis,
             "peer": {
                 "node": peer.node if peer else None,
@@ -521,6 +557,7 @@ class Controller:
                 "role": peer.role if peer else None,
                 "epoch": peer.epoch if peer else None,
                 "healthy": peer.healthy if peer else None,
+                "lease": peer.lease if peer else None,
                 "paths": {name: (round(now - self.heard[name], 3) if name in self.heard else None)
                           for name in self._path_names()},
             },

@@ -569,6 +569,7 @@ class HaStage:
             "master": 1.0 if self.forwarding() else 0.0,
             "lease_remaining_seconds": self._lease.remaining(now),
             "replica_lagging": 1.0 if self.master.replica_lagging else 0.0,
+            **({f"spool_{k}": v for k, v in self.spool.stats().items()} if self.spool is not None else {}),
             **{f"store_{k}": v for k, v in self.store.stats().items()},
         }
 

@@ -10,6 +10,7 @@ forwarders per epoch), and only then asserts.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -98,9 +99,14 @@ def test_election_at_start_makes_the_preferred_node_the_only_forwarder(
         controlled_pair: ControlledPair) -> None:
     p = controlled_pair
     device = Device(p.nodes, loss=LOSS)
-    load_in_background(device, 2 * RATE, RATE).join()
+    load = load_in_background(device, 2 * RATE, RATE)
+    time.sleep(1.2)
+    shown = trapgate("status", "-c", str(p.b.config), "--json")
+    printed = trapgate("status", "-c", str(p.b.config))
+    load.join()
     wait_quiet(p.nodes)
     lost, doubled = report(f"election at start (a master after {p.elected_in:.2f} s)", None, device, p)
+    print(f"  trapgate status on b:\n{printed.stdout}")
     sa, sb = p.ctl_a.status(), p.ctl_b.status()
     ga, gb = p.a.status()["role"], p.b.status()["role"]
     print(f"  a {p.ctl_a.summary()}; b {p.ctl_b.summary()}; health a {sa['health']} b {sb['health']}")
@@ -117,6 +123,13 @@ def test_election_at_start_makes_the_preferred_node_the_only_forwarder(
     assert list(forwarders_per_epoch(p.nodes).values()) == [{"a"}], forwarders_per_epoch(p.nodes)
     assert not lost, lost
     assert not doubled, doubled
+    # `trapgate status` under load: both nodes, with rates, and a's lease as b hears it.
+    assert shown.returncode == 0 and printed.returncode == 0, (shown.stderr, printed.stderr)
+    this, peer = json.loads(shown.stdout)["this"], json.loads(shown.stdout)["peer"]
+    assert this["node"] == "b" and peer["node"] == "a", shown.stdout
+    assert peer["rates"]["forwarded"] > RATE / 3 and this["rates"]["received"] > RATE / 3, shown.stdout
+    assert this["rates"]["forwarded"] == 0 and this["peer"]["lease"] > 0, shown.stdout
+    assert printed.stdout.count("forwarded") == 2 and "lease" in printed.stdout, printed.stdout
 
 
 def test_master_gateway_killed_standby_takes_over_within_two_seconds(controlled_pair: ControlledPair) -> None:

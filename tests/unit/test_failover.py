@@ -13,17 +13,18 @@ from gateway.config import Config, ControllerConfig, PathConfig, config_from_dic
 from gateway.errors import ConfigError
 from gateway.failover._heartbeat import Beat, Opener, Sealer, open_sealed
 from gateway.failover.arbiter import Arbiter
-from gateway.failover.controller import Controller
+from gateway.failover.controller import Controller, Rates
 
 KEY = b"pair secret"
-STATE = {"role": "master", "epoch": 3, "priority": 100, "healthy": True, "isolated": False}
+STATE = {"role": "master", "epoch": 3, "priority": 100, "healthy": True, "isolated": False, "lease": 0.6}
 
 
 def test_a_heartbeat_is_accepted_once_per_path_and_never_replayed() -> None:
     sealer, opener = Sealer(KEY, "a"), Opener(KEY, "b")
     first = sealer.seal(1000.0, **STATE)
     beat = opener.open(first, 1000.1, "service")
-    assert beat is not None and (beat.node, beat.role, beat.epoch, beat.seq) == ("a", "master", 3, 1)
+    assert beat is not None
+    assert (beat.node, beat.role, beat.epoch, beat.seq, beat.lease) == ("a", "master", 3, 1, 0.6)
     assert opener.open(first, 1000.2, "dedicated") is not None  # the same heartbeat on the other path
     assert opener.open(first, 1000.3, "service") is None  # replayed
     assert opener.open(sealer.seal(1000.4, **STATE), 1000.4, "service") is not None
@@ -185,3 +186,15 @@ def test_back_from_isolation_the_peer_is_dead_only_after_dead_after_of_silence_f
     assert not c.isolated and c._promotion_reason() is None
     clock.now += 1.01  # still silent a full dead_after later: dead
     assert c._promotion_reason() == "peer_dead"
+
+
+def test_rates_are_per_second_over_the_last_span_and_begin_again_when_the_gateway_restarts() -> None:
+    rates = Rates(span=2.0)
+    assert rates.per_second() is None
+    for i in range(11):  # 0.5 s apart: 1,000 received and 900 forwarded per second
+        rates.add(i * 0.5, 500 * i, 450 * i)
+    assert rates.per_second() == {"received": 1000.0, "forwarded": 900.0}
+    rates.add(5.5, 10, 0)  # counters back to zero: a new process
+    assert rates.per_second() is None
+    rates.add(6.0, 110, 50)
+    assert rates.per_second() == {"received": 200.0, "forwarded": 100.0}
