@@ -105,6 +105,9 @@ class MasterPath:
                     self._store_down(exc)
                 stage.put_back(batch)  # the claim may have run: repeated with its token
                 return False
+            except BaseException:  # cancelled (the node stops): handed over with the held events
+                stage.put_back(batch)
+                raise
         if self.holding():
             stage.put_back(batch)
             return False

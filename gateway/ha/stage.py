@@ -107,6 +107,7 @@ class HaStage:
         self._back_at: float | None = None
         self._flushed: asyncio.Future[int] | None = None  # resolved by the promotion flush
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False  # set by `stop`: the loops end
         # Called with the store's epoch when a write is refused (set by `Roles`).
         self.on_fenced: Callable[[int], object] = self.step_down_at
         self.on_lost_primary: Callable[[], None] = lambda: None
@@ -250,7 +251,7 @@ class HaStage:
 
     async def _number(self, batch: Unnumbered) -> bool:
         """Number one batch into the pending buffer (a claim already made counts as its numbering);
-        False, and the batch put back, when the store did not answer."""
+        False, and the batch put back, when the store did not answer (also put back when cancelled)."""
         try:
             ids = await self.store.number(self.node, batch.fps, self.mode, self.window, batch.token)
         except StoreError as exc:
@@ -258,6 +259,9 @@ class HaStage:
             self._store_trouble(exc, "numbering")
             self._outage = not isinstance(exc, FencedError)
             return False
+        except BaseException:
+            self.put_back(batch)
+            raise
         self.local.add_numbered(ids)
         self._add_pending(batch.events, batch.fps, ids)
         return True
@@ -362,12 +366,15 @@ class HaStage:
                 flushed += len(todo)
                 for i in chunk:
                     del entries[i]
-        except (StoreError, _NotMaster) as exc:
-            # Not flushed: back into the buffer, for the next round or the standby side.
+        except BaseException as exc:
+            # Not flushed: back into the buffer, for the next round or the standby side (or the
+            # hand-over on stopping, when cancelled).
             self._add_pending([e.event for e in entries.values()], [e.fp for e in entries.values()],
                               list(entries))
             if isinstance(exc, StoreError):
                 self._store_trouble(exc, "flushing pending events")
+            elif not isinstance(exc, _NotMaster):
+                raise
             return
         if self._flushed is not None and not self._flushed.done():
             self._flushed.set_result(flushed)
@@ -462,7 +469,7 @@ class HaStage:
     async def _standby_loop(self) -> None:
         """Numbers what arrives as it arrives; checks the pending buffer every `_RECONCILE_EVERY`."""
         reconcile_at = 0.0
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_RECONCILE_EVERY):
                     await self._wake.wait()
@@ -480,7 +487,7 @@ class HaStage:
 
     async def _rescue_loop(self) -> None:
         reclaim_at = 0.0
-        while True:
+        while not self._closing:
             if not self.forwarding():
                 await asyncio.sleep(0.1)
                 continue
@@ -519,10 +526,14 @@ class HaStage:
         was not forwarded. Tried for `hand_over_for` seconds at most.
         """
         await self.master.wait_marked()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._closing = True  # the loops end after their current round; cancelled if that lasts
+        self._wake.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=1.0)
+            for task in late:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._tasks.clear()
         try:
             async with asyncio.timeout(hand_over_for):

@@ -442,3 +442,49 @@ def test_a_promoted_master_that_lost_the_reply_to_its_take_forwards_those_events
     msgs, b = asyncio.run(main())
     assert sorted(msgs) == sorted(f"only-b-{i}" for i in range(10))
     assert b.counters.dropped["forwarded_already"] == 0
+
+
+class HangsAfterNumbering(RedisStore):
+    """A real store whose first numbering call runs on the server and then hangs on its reply."""
+
+    def __init__(self, redis: RedisServer) -> None:
+        super().__init__(RedisSettings(port=redis.port))
+        self.hung = False
+
+    async def number(self, *args: Any, **kwargs: Any) -> list[str]:
+        ids = await super().number(*args, **kwargs)
+        if not self.hung:
+            self.hung = True
+            await asyncio.sleep(30)
+        return ids
+
+
+def test_a_standby_stopped_while_its_numbering_hangs_hands_those_copies_over_under_their_ids(
+    redis: RedisServer,
+) -> None:
+    """Both nodes restarted at once: the standby's loop, cancelled in a numbering call that had run,
+    numbered the same copies again on stopping (occurrences 2), and the master forwarded them
+    beside its own (about 14 events doubled under new ids)."""
+
+    async def main() -> tuple[list[str], HaStage]:
+        sink = ListSink()
+        a = stage(redis, "a", Role.MASTER, sink)
+        b = HaStage("b", HangsAfterNumbering(redis), Forwarder("b", ListSink()), Mode.EXACT, 30.0,
+                    lease(Role.STANDBY), grace=0.2, check_after=0.05)
+        for s in (a, b):
+            s.start()
+        events = [ev(f"m{i}") for i in range(14)]
+        await a.handle(events)
+        await a.master.wait_marked()
+        await b.handle(events)
+        await asyncio.sleep(0.2)  # b's numbering ran on the server; its reply hangs
+        await b.stop()
+        await asyncio.sleep(1.0)  # a takes what b handed over
+        await a.stop()
+        for s in (a, b):
+            await s.store.close()  # type: ignore[attr-defined]
+        return sink.msgs(), b
+
+    msgs, b = asyncio.run(main())
+    assert sorted(msgs) == sorted(f"m{i}" for i in range(14))
+    assert b.counters.handed_over["stopping"] == 14
