@@ -680,11 +680,6 @@ def test_master_cpu_overload_twice_over_no_switchover(controlled_pair: Controlle
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(reason="not yet reliable: the loss this scenario found is fixed (held events are handed "
-                   "over on stop; 0 lost in 7 runs), but 2 of 7 runs doubled ~14 events sent just before the "
-                   "restart under a second occurrence number (k=1 at epoch 1, k=2 at epoch 2; one copy "
-                   "sent), and 1 of 5 runs had a node take 16 s to stop (killed after 15 s); causes not "
-                   "found yet", strict=False)
 def test_both_nodes_restarted_at_once_a_is_master_again(controlled_pair: ControlledPair) -> None:
     p = controlled_pair
     device = Device(p.nodes, loss=LOSS)
