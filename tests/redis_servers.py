@@ -109,7 +109,11 @@ def write_tls_files(directory: Path, hosts: Sequence[str] = (HOST,)) -> TlsFiles
 
 
 class RedisServer:
-    """One redis-server process; `start` it, then `client`, `promote`, `stop` or `kill` it."""
+    """One redis-server process; `start` it, then `client`, `promote`, `stop` or `kill` it.
+
+    `prefix` is put before the command (e.g. `ip netns exec NS`); `host` must then be
+    an address this process can reach in that namespace.
+    """
 
     def __init__(
         self,
@@ -122,9 +126,14 @@ class RedisServer:
         cluster: bool = False,
         tls: TlsFiles | None = None,
         host: str = HOST,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.host = host
-        self.port = port if port is not None else free_port(cluster_bus=cluster, host=host)
+        self.prefix = list(prefix)
+        # A prefixed server (`ip netns exec NS`) runs in a namespace of its own where every port is
+        # free; its port is only checked unused here.
+        self._probe_host = HOST if prefix else host
+        self.port = port if port is not None else free_port(cluster_bus=cluster, host=self._probe_host)
         self._fixed_port = port is not None
         self.dir = workdir / f"redis-{self.port}"
         self.replicaof = replicaof
@@ -142,7 +151,7 @@ class RedisServer:
 
     def _command(self) -> list[str]:
         cmd = [
-            "redis-server", "--bind", self.host, "--dir", str(self.dir),
+            *self.prefix, "redis-server", "--bind", self.host, "--dir", str(self.dir),
             "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "redis.log",
             "--repl-diskless-sync-delay", "0",
         ]
@@ -151,6 +160,10 @@ class RedisServer:
         else:
             cmd += ["--port", "0", "--tls-port", str(self.port), "--tls-ca-cert-file", str(self.tls.ca),
                     "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)]
+        if not ipaddress.ip_address(self.host).is_loopback:
+            # Protected mode refuses clients from other hosts when there is no password; such a
+            # server here listens inside a test's own network namespace only.
+            cmd += ["--protected-mode", "no"]
         if self.password:
             cmd += ["--requirepass", self.password, "--masterauth", self.password]
         if self.replicaof is not None:
@@ -175,7 +188,7 @@ class RedisServer:
                 self.kill()
                 if self._fixed_port or "Address already in use" not in self.log() or attempt == 2:
                     raise
-                self.port = free_port(cluster_bus=self.cluster, host=self.host)
+                self.port = free_port(cluster_bus=self.cluster, host=self._probe_host)
                 self.dir = self.dir.with_name(f"redis-{self.port}")
         if self.replicaof is not None:
             self.wait_replica_link(timeout)

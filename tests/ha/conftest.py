@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +42,20 @@ TOKEN = "ha-test-token"
 
 
 class Node(GatewayProcess):
-    """One trapgate process of the pair."""
+    """One trapgate process of the pair.
+
+    Its receivers listen on `host`, its admin API on `admin_host` (default: `host`);
+    `prefix` is put before the command (e.g. `ip netns exec NS` for a node in a
+    network namespace).
+    """
 
     def __init__(self, name: str, host: str, workdir: Path, redis: RedisServer | None,
                  peer_redis: RedisServer | None, role: str, ha: dict[str, Any] | None = None,
-                 cluster_url: str = "", controller: dict[str, Any] | None = None) -> None:
+                 cluster_url: str = "", controller: dict[str, Any] | None = None,
+                 admin_host: str | None = None, prefix: Sequence[str] = ()) -> None:
         self.name, self.host, self.workdir = name, host, workdir
+        self.prefix = list(prefix)
+        admin_host = admin_host or host
         self.controller_table = controller
         workdir.mkdir(parents=True, exist_ok=True)
         self.syslog_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
@@ -62,7 +70,7 @@ class Node(GatewayProcess):
                 "snmp": {"type": "snmp", "address": f"{host}:{self.snmp_port}", "communities": ["public"],
                          "engine_boots_file": str(workdir / "engine-boots")},
             },
-            "admin": {"address": f"{host}:{self.admin_port}"},
+            "admin": {"address": f"{admin_host}:{self.admin_port}"},
             "dedup": {"store": "redis", "window": 30.0},
             "redis": {"local": redis.url, "peer": peer_redis.url, "socket_timeout": 0.5}
             if redis is not None and peer_redis is not None
@@ -74,7 +82,7 @@ class Node(GatewayProcess):
             "pipeline": {"flush_ms": 5.0},
             **({"controller": controller} if controller is not None else {}),
         }))
-        self.admin_url = f"http://{host}:{self.admin_port}"
+        self.admin_url = f"http://{admin_host}:{self.admin_port}"
         self.spool = workdir / "spool"
         # (start, end) of each process life and of each SIGSTOP; end None: still so.
         self.lives: list[tuple[float, float | None]] = []
@@ -82,7 +90,7 @@ class Node(GatewayProcess):
 
     def start(self) -> Node:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(self.config)], cwd=self.workdir,
+            [*self.prefix, sys.executable, "-m", "gateway", "run", "-c", str(self.config)], cwd=self.workdir,
             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
             stderr=open(self.workdir / "stderr.log", "ab"),  # noqa: SIM115
         )
@@ -120,10 +128,19 @@ class Node(GatewayProcess):
         return not paused or kernel_drops == 0
 
     def udp_drops(self) -> int:
-        """Datagrams the kernel dropped on the syslog socket (/proc/net/udp); -1 when it is not open."""
+        """Datagrams the kernel dropped on the syslog socket (/proc/net/udp); -1 when it is not open.
+
+        A node with a `prefix` (its own network namespace) is looked up in its process's
+        view, /proc/PID/net/udp, while it runs.
+        """
+        table = Path("/proc/net/udp")
+        if self.prefix:
+            if self.proc is None or self.proc.poll() is not None:
+                return -1
+            table = Path(f"/proc/{self.proc.pid}/net/udp")
         ip = "".join(f"{int(octet):02X}" for octet in reversed(self.host.split(".")))
         address = f"{ip}:{self.syslog_port:04X}"
-        rows = (line.split() for line in Path("/proc/net/udp").read_text().splitlines()[1:])
+        rows = (line.split() for line in table.read_text().splitlines()[1:])
         drops = [int(row[-1]) for row in rows if row[1] == address]
         return sum(drops) if drops else -1
 
@@ -144,8 +161,8 @@ class Node(GatewayProcess):
     def set_role(self, role: str, lease: float | None = None) -> dict[str, Any]:
         """`trapgate role ROLE -c CONFIG [--lease S]`, the operator's command."""
         extra = ["--lease", str(lease)] if lease else []
-        r = subprocess.run([sys.executable, "-m", "gateway", "role", role, "-c", str(self.config), *extra],
-                           capture_output=True, text=True, timeout=60,
+        command = [*self.prefix, sys.executable, "-m", "gateway", "role", role, "-c", str(self.config)]
+        r = subprocess.run([*command, *extra], capture_output=True, text=True, timeout=60,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)  # type: ignore[no-any-return]
@@ -379,14 +396,17 @@ def fault_report(
 class Load(threading.Thread):
     """A `Device.run` in a thread of its own; `join` re-raises what the sender raised."""
 
-    def __init__(self, device: Device, count: int, rate: float, repeat_every: int) -> None:
+    def __init__(self, device: Device, count: int, rate: float, repeat_every: int, custom_every: int = 0,
+                 snmp_every: int = 0) -> None:
         super().__init__(daemon=True, name="load")
         self.device, self.count, self.rate, self.repeat_every = device, count, rate, repeat_every
+        self.custom_every, self.snmp_every = custom_every, snmp_every
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.device.run(self.count, self.rate, repeat_every=self.repeat_every)
+            self.device.run(self.count, self.rate, custom_every=self.custom_every, snmp_every=self.snmp_every,
+                            repeat_every=self.repeat_every)
         except BaseException as exc:  # handed to the joining thread
             self.error = exc
 
@@ -397,9 +417,11 @@ class Load(threading.Thread):
             raise self.error
 
 
-def load_in_background(device: Device, count: int, rate: float, repeat_every: int = 50) -> Load:
-    """Start sending `count` events at `rate`/s (every `repeat_every`-th sent 2-3 times) in a thread."""
-    load = Load(device, count, rate, repeat_every)
+def load_in_background(device: Device, count: int, rate: float, repeat_every: int = 50,
+                       custom_every: int = 0, snmp_every: int = 0) -> Load:
+    """Start sending `count` events at `rate`/s (every `repeat_every`-th sent 2-3 times; see
+    `Device.run` for custom and SNMP traps) in a thread."""
+    load = Load(device, count, rate, repeat_every, custom_every, snmp_every)
     load.start()
     return load
 
@@ -529,24 +551,60 @@ def node_ports(node: Node) -> set[int]:
     return {node.syslog_port, node.http_port, node.admin_port, node.snmp_port}
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one node's servers listen and how its processes start.
+
+    `host`: receivers and Redis; `admin_host`: the gateway's admin API and the
+    controller's status API; `path_hosts`: the local address of each heartbeat
+    path in `PATHS`; `prefix`: put before every command of the node (e.g.
+    `ip netns exec NS`). A node with a prefix runs in a network namespace of its
+    own, where every port is free: its ports are only checked free on 127.0.0.1.
+    """
+
+    host: str
+    admin_host: str
+    path_hosts: dict[str, str]
+    prefix: tuple[str, ...] = ()
+
+    @classmethod
+    def loopback(cls, host: str) -> Placement:
+        """Everything of the node on one loopback address, no prefix."""
+        return cls(host, host, dict.fromkeys(PATHS, host))
+
+    def free_port(self, host: str) -> int:
+        """A port for a server of this node on `host` (see the class docstring)."""
+        return free_udp_port("127.0.0.1" if self.prefix else host)
+
+
 def controller_tables(hosts: tuple[str, str], witnesses: list[str],
                       **options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `[controller]` tables of node a (priority 200) and node b (priority 100), each node
+    on one loopback address of `hosts` (see `placed_controller_tables`)."""
+    return placed_controller_tables((Placement.loopback(hosts[0]), Placement.loopback(hosts[1])),
+                                    witnesses, **options)
+
+
+def placed_controller_tables(placements: tuple[Placement, Placement], witnesses: list[str],
+                             **options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The `[controller]` tables of node a (priority 200) and node b (priority 100).
 
-    Each node gets a free port on its own address for every path in `PATHS`
-    and for its status API; `options` override the timing (heartbeat, dead_after, ...).
+    Each node gets a free port for every path in `PATHS` (on that path's address)
+    and for its status API (on its admin address); `options` override the timing
+    (heartbeat, dead_after, ...).
     """
-    ports = [{name: free_udp_port(host=h) for name in (*PATHS, "status")} for h in hosts]
+    ports = [{name: p.free_port(p.path_hosts[name]) for name in PATHS} | {"status": p.free_port(p.admin_host)}
+             for p in placements]
     tables = []
-    for me, (host, priority) in enumerate(zip(hosts, (200, 100), strict=True)):
-        peer = 1 - me
+    for me, (place, priority) in enumerate(zip(placements, (200, 100), strict=True)):
+        peer = placements[1 - me]
         tables.append({
             "key": CONTROLLER_KEY, "priority": priority, "heartbeat": 0.2, "dead_after": 1.0, "lease": 0.8,
             "settle": 2.0, "min_switch_interval": 5.0, "witnesses": witnesses,
-            "status": f"{host}:{ports[me]['status']}",
-            "peer_status": f"{hosts[peer]}:{ports[peer]['status']}",
-            "paths": {name: {"local": f"{host}:{ports[me][name]}",
-                             "peer": f"{hosts[peer]}:{ports[peer][name]}"} for name in PATHS},
+            "status": f"{place.admin_host}:{ports[me]['status']}",
+            "peer_status": f"{peer.admin_host}:{ports[1 - me]['status']}",
+            "paths": {name: {"local": f"{place.path_hosts[name]}:{ports[me][name]}",
+                             "peer": f"{peer.path_hosts[name]}:{ports[1 - me][name]}"} for name in PATHS},
             **options,
         })
     return tables[0], tables[1]
@@ -567,7 +625,7 @@ class Controller(GatewayProcess):
     def start(self, timeout: float = 20.0) -> Controller:
         """Start it and wait until GET /status answers 200."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "controller", "-c", str(self.node.config)],
+            [*self.node.prefix, sys.executable, "-m", "gateway", "controller", "-c", str(self.node.config)],
             cwd=self.node.workdir,
             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
             stderr=open(self.log, "ab"), preexec_fn=die_with_parent,  # noqa: SIM115
@@ -656,15 +714,15 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float) -> None
 
 
 class Witness:
-    """A plain TCP listener on 127.0.0.1 that accepts and closes; after `close` connects are refused."""
+    """A plain TCP listener on `host` that accepts and closes; after `close` connects are refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.listen(64)
         self.sock.settimeout(0.1)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.address = f"{host}:{self.sock.getsockname()[1]}"
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True, name="witness")
         self._thread.start()
@@ -821,6 +879,7 @@ class ControlledPair(Pair):
 
 @contextmanager
 def running_controlled_pair(tmp_path: Path, witness_per_node: bool = False, with_arbiter: bool = False,
+                            placements: tuple[Placement, Placement] | None = None, outside: str = "127.0.0.1",
                             **options: Any) -> Iterator[ControlledPair]:
     """Two Redis (b's replicating a's), two gateways started as standby, one witness, two
     controllers (a priority 200, b 100); yields once a is master. Everything is stopped on
@@ -828,31 +887,38 @@ def running_controlled_pair(tmp_path: Path, witness_per_node: bool = False, with
 
     `witness_per_node`: a and b each get a witness of their own (`witness` is a's,
     `witness_b` b's), so that one node's witness can be cut alone. `with_arbiter`: a
-    `trapgate witness` arbiter runs on 127.0.0.1 and both tables name it (`arbiter`,
-    `vote_lease` 2.0 unless `options` say otherwise).
+    `trapgate witness` arbiter runs on `outside` and both tables name it (`arbiter`,
+    `vote_lease` 2.0 unless `options` say otherwise). `placements`: where a's and b's
+    servers listen and how their processes start (default: a on 127.0.0.2, b on
+    127.0.0.3); witnesses and the arbiter listen on `outside`.
     """
     reason = controller_available()
     if reason is not None:
         pytest.skip(reason)
+    place_a, place_b = placements or (Placement.loopback("127.0.0.2"), Placement.loopback("127.0.0.3"))
     started: list[Any] = []
-    witness = Witness()
-    witness_b = Witness() if witness_per_node else None
+    witness = Witness(outside)
+    witness_b = Witness(outside) if witness_per_node else None
     arbiter = None
     try:
         if with_arbiter:
-            arbiter = ArbiterProcess(tmp_path / "arbiter", vote_lease=float(options.get("vote_lease", 2.0)))
+            arbiter = ArbiterProcess(tmp_path / "arbiter", vote_lease=float(options.get("vote_lease", 2.0)),
+                                     host=outside)
             started.append(arbiter.start())
             options = {"arbiter": arbiter.address, "vote_lease": arbiter.vote_lease, **options}
-        redis_a = RedisServer(tmp_path / "ra", host="127.0.0.2").start()
+        redis_a = RedisServer(tmp_path / "ra", host=place_a.host, prefix=place_a.prefix).start()
         started.append(redis_a)
-        redis_b = RedisServer(tmp_path / "rb", host="127.0.0.3", replicaof=redis_a).start()
+        redis_b = RedisServer(tmp_path / "rb", host=place_b.host, replicaof=redis_a,
+                              prefix=place_b.prefix).start()
         started.append(redis_b)
         for _ in range(10):  # the gateways pick their ports apart from the controllers': no clash
-            table_a, table_b = controller_tables(("127.0.0.2", "127.0.0.3"), [witness.address], **options)
+            table_a, table_b = placed_controller_tables((place_a, place_b), [witness.address], **options)
             if witness_b is not None:
                 table_b["witnesses"] = [witness_b.address]
-            a = Node("a", "127.0.0.2", tmp_path / "a", redis_a, redis_b, "standby", controller=table_a)
-            b = Node("b", "127.0.0.3", tmp_path / "b", redis_b, redis_a, "standby", controller=table_b)
+            a = Node("a", place_a.host, tmp_path / "a", redis_a, redis_b, "standby", controller=table_a,
+                     admin_host=place_a.admin_host, prefix=place_a.prefix)
+            b = Node("b", place_b.host, tmp_path / "b", redis_b, redis_a, "standby", controller=table_b,
+                     admin_host=place_b.admin_host, prefix=place_b.prefix)
             if not (controller_ports(table_a) & node_ports(a) or controller_ports(table_b) & node_ports(b)):
                 break
         started.append(a.start())
@@ -893,12 +959,12 @@ def controlled_pair(tmp_path: Path) -> Iterator[ControlledPair]:
 
 
 class ArbiterProcess:
-    """`trapgate witness --listen 127.0.0.1:PORT` (the arbiter) with the pair's key; log in `workdir`."""
+    """`trapgate witness --listen HOST:PORT` (the arbiter) with the pair's key; log in `workdir`."""
 
-    def __init__(self, workdir: Path, vote_lease: float = 2.0) -> None:
+    def __init__(self, workdir: Path, vote_lease: float = 2.0, host: str = "127.0.0.1") -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir, self.vote_lease = workdir, vote_lease
-        self.address = f"127.0.0.1:{free_udp_port('127.0.0.1')}"
+        self.address = f"{host}:{free_udp_port(host)}"
         self.log = workdir / "arbiter.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
