@@ -2,8 +2,9 @@
 # Install everything the test suite needs, then run all of it.
 #
 # System packages (util-linux logger, Net-SNMP tools, snmptrapd, redis-server,
-# rsyslog, curl) come from apt when run as root and missing; Python packages
-# go into .venv. The tests start their own servers on loopback.
+# rsyslog, curl, iproute2, nftables) come from apt when run as root and missing;
+# Python packages go into .venv. The tests start their own servers on loopback,
+# or (tests/ha/test_netns.py, as root) in network namespaces they create.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,8 @@ command -v snmptrapd >/dev/null || need+=(snmptrapd)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v rsyslogd >/dev/null || need+=(rsyslog)
 command -v curl >/dev/null || need+=(curl)
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
