@@ -235,7 +235,10 @@ class Roles:
             mine = await self._local_role()
             if peer_role.role == "master":
                 host, port = _host_port(self.peer_url)
-                if mine is None or mine.role != "slave" or mine.primary != (host, port):
+                if mine is None:  # the local Redis is down: the store is the peer's all the same
+                    self.report(logging.WARNING, "local_down", "this node's Redis does not answer; "
+                                "numbering against the peer's")
+                elif mine.role != "slave" or mine.primary != (host, port):
                     await self.local.replicate_from(host, port)
             elif mine is not None and mine.role == "master":
                 primary = self.local  # the peer's Redis replicates this one, which stays the primary

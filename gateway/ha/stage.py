@@ -229,6 +229,7 @@ class HaStage:
         if self.forwarding():
             await self._flush_as_master()
             return False
+        await self.master.recover()  # a master that stepped down in degraded mode still writes back
         if not await self._number_held() or not reconcile:
             return False
         return await self._reconcile()

@@ -187,3 +187,28 @@ def test_rejoin_then_switchback_by_hand_doubles_nothing_and_leaves_one_primary(p
     assert not doubled_under_new_ids(device, pair.nodes)
     assert one_forwarder_per_epoch(pair), forwarders_per_epoch(pair.nodes)
     assert sorted(roles.values()) == ["master", "slave"], roles
+
+
+def test_master_redis_killed_then_standby_promoted_forwards_what_only_the_old_master_received(
+        pair: Pair) -> None:
+    """The operator's run: a's Redis killed, b promoted by hand. a, now standby, kept numbering
+    against its dead Redis and held everything only it received (636 to 690 events lost a run)."""
+    a, b = pair.a, pair.b
+    device = Device(pair.nodes, loss=LOSS)
+    load = load_in_background(device, 5 * RATE, RATE)
+    time.sleep(1.0)
+    pair.redis_a.kill()
+    time.sleep(0.5)
+    promoted = b.set_role("master")
+    load.join()
+    wait_quiet(pair.nodes)
+    lost, doubled = fault_report("master's redis killed", device, pair.nodes)
+    state_a = a.status()["role"]
+    print(f"  b {promoted}; a {state_a}")
+
+    assert promoted["role"] == "master" and promoted["forwarding"]
+    assert state_a["role"] == "standby" and not state_a["degraded"], state_a
+    assert not lost, lost
+    assert sum(doubled.values()) <= ONE_BATCH_HERE, doubled
+    assert not doubled_under_new_ids(device, pair.nodes)
+    assert one_forwarder_per_epoch(pair), forwarders_per_epoch(pair.nodes)
