@@ -21,8 +21,8 @@ import uvloop
 from formats import parser_names
 from gateway.config import (
     Config,
-    SinkConfig,
     default_config,
+    jsonl_sink,
     load_config,
     parse_address,
     validate_for_controller,
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         config = _config(args.config)
         if args.out:
-            config = dataclasses.replace(config, sink=SinkConfig(type="file", path=args.out))
+            config = dataclasses.replace(config, sinks={"out": jsonl_sink(args.out)})
         uvloop.run(serve(config))
     except GatewayError as exc:
         print(f"trapgate: {exc}", file=sys.stderr)

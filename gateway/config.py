@@ -15,6 +15,7 @@ import socket
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 from gateway.errors import ConfigError
 
 RECEIVER_TYPES = ("udp", "tcp", "http", "snmp")
-SINK_TYPES = ("stdout", "file")
+LEGACY_SINK_TYPES = ("stdout", "file")
 DEDUP_MODES = ("exact", "suppress")
 STORES = ("memory", "redis")
 ROLES = ("master", "standby")
@@ -199,7 +200,27 @@ class ControllerConfig:
 
 @dataclass(frozen=True)
 class SinkConfig:
-    """Where forwarded events go, one JSON object a line."""
+    """One destination of forwarded events: the keys every sink type has.
+
+    `options` holds the keys of the sink's `type` (its own dataclass, see
+    `gateway.sinks.SINKS`). A sink takes the events of `formats` (all when
+    empty) whose fields equal every value in `where`.
+    """
+
+    type: str
+    formats: tuple[str, ...] = ()
+    where: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 512
+    timeout: float = 10.0
+    retry_initial: float = 0.1
+    retry_max: float = 5.0
+    concurrency: int = 1
+    options: Any = None
+
+
+@dataclass(frozen=True)
+class LegacySinkConfig:
+    """The single `[sink]` table of earlier versions: stdout, or a JSON-lines file."""
 
     type: str = "stdout"
     path: str = ""
@@ -238,7 +259,7 @@ class Config:
     receivers: dict[str, ReceiverConfig] = field(default_factory=lambda: dict(DEFAULT_RECEIVERS))
     admin: AdminConfig = field(default_factory=AdminConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
-    sink: SinkConfig = field(default_factory=SinkConfig)
+    sinks: dict[str, SinkConfig] = field(default_factory=lambda: {"stdout": jsonl_sink("-")})
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
@@ -329,9 +350,14 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
     _one_of("dedup.store", config.dedup.store, STORES)
     _positive("dedup.window", config.dedup.window)
     _positive("dedup.max_entries", config.dedup.max_entries)
-    _one_of("sink.type", config.sink.type, SINK_TYPES)
-    if config.sink.type == "file" and not config.sink.path:
-        raise ConfigError("sink.path", "is required when sink.type is 'file'")
+    if not config.sinks:
+        raise ConfigError("sinks", "at least one sink is required")
+    for name, sink in config.sinks.items():
+        key = f"sinks.{name}"
+        for i, name_of_format in enumerate(sink.formats):
+            _one_of(f"{key}.formats[{i}]", name_of_format, formats)
+        for limit in ("batch_size", "timeout", "retry_initial", "retry_max", "concurrency"):
+            _positive(f"{key}.{limit}", getattr(sink, limit))
     _positive("quarantine.max_bytes", config.quarantine.max_bytes)
     _positive("pipeline.batch_size", config.pipeline.batch_size)
     _positive("pipeline.flush_ms", config.pipeline.flush_ms)
@@ -343,6 +369,13 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
             url = getattr(config.redis, key)
             if not url.startswith(("redis://", "rediss://")):
                 raise ConfigError(f"redis.{key}", f"{url!r} is not a redis:// or rediss:// URL")
+            try:
+                parts = urllib.parse.urlsplit(url)
+                port = parts.port
+            except ValueError as exc:
+                raise ConfigError(f"redis.{key}", f"{url!r}: {exc}") from None
+            if not parts.hostname or port == 0:
+                raise ConfigError(f"redis.{key}", f"{url!r} names no host and port")
         _one_of("ha.role", config.ha.role, ROLES)
         if not config.ha.token:
             raise ConfigError("ha.token", "is required with dedup.store = 'redis' (it guards POST /role)")
@@ -401,7 +434,6 @@ _SECTIONS: dict[str, type] = {
     "node": NodeConfig,
     "admin": AdminConfig,
     "dedup": DedupConfig,
-    "sink": SinkConfig,
     "quarantine": QuarantineConfig,
     "pipeline": PipelineConfig,
     "redis": RedisConfig,
@@ -425,18 +457,66 @@ def _receiver(name: str, table: Any) -> ReceiverConfig:
     return config
 
 
+_COMMON_SINK_KEYS = frozenset(f.name for f in fields(SinkConfig)) - {"options"}
+
+
+def _sink(name: str, table: Any) -> SinkConfig:
+    """A `[sinks.NAME]` table: the common keys, and the rest checked by the type's own options."""
+    from gateway.sinks import SINKS  # the sink modules import this one
+
+    key = f"sinks.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(key, "must be a table")
+    kind = table.get("type")
+    if not isinstance(kind, str):
+        raise ConfigError(f"{key}.type", f"is required (one of {', '.join(SINKS)})")
+    _one_of(f"{key}.type", kind, SINKS)
+    common = {k: v for k, v in table.items() if k in _COMMON_SINK_KEYS}
+    own = {k: v for k, v in table.items() if k not in _COMMON_SINK_KEYS}
+    options: Any = _build(SINKS[kind].options, own, key)
+    check = getattr(options, "check", None)
+    if check is not None:
+        check(key)
+    return dataclasses.replace(_build(SinkConfig, common, key), options=options)
+
+
+def jsonl_sink(path: str) -> SinkConfig:
+    """A `jsonl` sink writing to `path` ("-": stdout)."""
+    from gateway.sinks.jsonl import JsonlOptions
+
+    return SinkConfig(type="jsonl", options=JsonlOptions(path=path))
+
+
+def _legacy_sink(table: Any) -> dict[str, SinkConfig]:
+    """`[sink]` of earlier versions, as the one sink it means."""
+    legacy = _build(LegacySinkConfig, table, "sink")
+    _one_of("sink.type", legacy.type, LEGACY_SINK_TYPES)
+    if legacy.type == "file" and not legacy.path:
+        raise ConfigError("sink.path", "is required when sink.type is 'file'")
+    return {legacy.type: jsonl_sink(legacy.path if legacy.type == "file" else "-")}
+
+
 def config_from_dict(data: dict[str, Any], known_formats: typing.Iterable[str]) -> Config:
     """Build and validate a `Config` from a parsed TOML document."""
     sections: dict[str, Any] = {}
+    if "sink" in data and "sinks" in data:
+        raise ConfigError("sink", "use [sinks.NAME] tables only: [sink] is the single sink of earlier "
+                          "versions (type stdout or file), the same as [sinks.NAME] type = \"jsonl\"")
     for key, value in data.items():
         if key == "receivers":
             if not isinstance(value, dict):
                 raise ConfigError("receivers", "must be a table of named receivers")
             sections["receivers"] = {name: _receiver(name, table) for name, table in value.items()}
+        elif key == "sinks":
+            if not isinstance(value, dict):
+                raise ConfigError("sinks", "must be a table of named sinks")
+            sections["sinks"] = {name: _sink(name, table) for name, table in value.items()}
+        elif key == "sink":
+            sections["sinks"] = _legacy_sink(value)
         elif key in _SECTIONS:
             sections[key] = _build(_SECTIONS[key], value, key)
         else:
-            known = ", ".join(["receivers", *_SECTIONS])
+            known = ", ".join(["receivers", "sinks", *_SECTIONS])
             raise ConfigError(key, f"unknown section (known: {known})")
     config = Config(**sections)
     _validate(config, known_formats)
@@ -448,11 +528,11 @@ def load_config(path: str | Path, known_formats: typing.Iterable[str]) -> Config
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}", file=True) from None
     except UnicodeDecodeError:
-        raise ConfigError(str(path), "is not UTF-8 text") from None
+        raise ConfigError(str(path), "is not UTF-8 text", file=True) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
+        raise ConfigError(str(path), f"is not valid TOML: {exc}", file=True) from None
     return config_from_dict(data, known_formats)
 
 

@@ -14,8 +14,8 @@ class ConfigError(GatewayError):
 
     reason = "config"
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"config key {key!r}: {problem}")
+    def __init__(self, key: str, problem: str, file: bool = False) -> None:
+        super().__init__(f"config file {key}: {problem}" if file else f"config key {key!r}: {problem}")
         self.key = key
         self.problem = problem
 

@@ -1,23 +1,29 @@
 """The last stages of a node: deciding which events to forward, and forwarding.
 
-`Forwarder` renders events and writes them to the sink, retrying a failed
-write with backoff until it succeeds (nothing claimed is ever dropped). `DedupStage` is the single-node stage:
-claim the batch in the store, forward what this node won.
+`Forwarder` renders each event once and hands every sink the events it takes
+(its formats and field matches), in batches of its size, retrying a failed or
+timed-out send with backoff until the sink takes it (nothing claimed is ever
+dropped). A batch is forwarded when every sink that takes any of it has
+acknowledged its part. `DedupStage` is the single-node stage: claim the batch
+in the store, forward what this node won.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from dedup import Deduplicator
 from formats import Event
+from gateway._ratelog import RateLimited
 from gateway._render import render
+from gateway.config import SinkConfig
 from gateway.errors import SinkError
 from gateway.metrics import Counters
-from gateway.sinks import Sink
+from gateway.sinks import Outgoing, Sink
 
 log = logging.getLogger(__name__)
 
@@ -36,38 +42,92 @@ class Stage(Protocol):
         ...
 
 
-class Forwarder:
-    """Renders events as JSON lines and writes them to the sink."""
+_ANY = SinkConfig(type="any")
 
-    def __init__(self, node: str, sink: Sink, epoch: int = 0) -> None:
+
+class Forwarder:
+    """Renders events as JSON lines and delivers them to every sink (see the module docstring)."""
+
+    def __init__(self, node: str, sinks: Sink | Sequence[Sink], epoch: int = 0,
+                 configs: Sequence[SinkConfig] | None = None) -> None:
         self.node = node
-        self.sink = sink
+        self.sinks = list(sinks) if isinstance(sinks, Sequence) else [sinks]
+        self.configs = list(configs) if configs is not None else [_ANY] * len(self.sinks)
         self.epoch = epoch  # of the master forwarding, shown in each line
+        self.report = RateLimited(log)
 
     async def forward(
         self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str],
         may_write: Callable[[], Awaitable[bool]] | None = None,
     ) -> bool:
-        """Write one line per event; retry until the sink takes them.
+        """Deliver one line per event to each sink that takes it; retry until every one has.
 
         `may_write`, when given, is asked right before every attempt; when it
-        says no, nothing is written and False is returned.
+        says no, that attempt is not made and False is returned (sinks that
+        took their part before keep it: sent again later, with the same ids).
         """
         if not events:
             return True
         node, epoch = self.node, self.epoch
-        lines = [render(e, fp, i, node, epoch) for e, fp, i in zip(events, fps, ids, strict=True)]
-        delay = 0.1
+        batch = [Outgoing(e, fp, i, render(e, fp, i, node, epoch))
+                 for e, fp, i in zip(events, fps, ids, strict=True)]
+        if len(self.sinks) == 1:
+            return await self._deliver(self.sinks[0], self.configs[0], batch, may_write)
+        done = await asyncio.gather(*(self._deliver(sink, config, batch, may_write)
+                                      for sink, config in zip(self.sinks, self.configs, strict=True)))
+        return all(done)
+
+    async def _deliver(self, sink: Sink, config: SinkConfig, batch: list[Outgoing],
+                       may_write: Callable[[], Awaitable[bool]] | None) -> bool:
+        """Send a sink its events of `batch`, `concurrency` sends of `batch_size` at a time."""
+        if config.formats or config.where:
+            batch = [o for o in batch if takes(config, o.event)]
+        size = config.batch_size
+        if len(batch) <= size:
+            return await self._send(sink, config, batch, may_write) if batch else True
+        limit = asyncio.Semaphore(config.concurrency)
+
+        async def one(part: list[Outgoing]) -> bool:
+            async with limit:
+                return await self._send(sink, config, part, may_write)
+
+        parts = [batch[i : i + size] for i in range(0, len(batch), size)]
+        return all(await asyncio.gather(*(one(part) for part in parts)))
+
+    async def _send(self, sink: Sink, config: SinkConfig, part: list[Outgoing],
+                    may_write: Callable[[], Awaitable[bool]] | None) -> bool:
+        counters = sink.counters
+        counters.received += len(part)
+        delay = config.retry_initial
+        started = time.monotonic()
         while True:
             if may_write is not None and not await may_write():
                 return False
             try:
-                await self.sink.write(lines)
-                return True
-            except SinkError as exc:
-                log.error("%s; retrying in %.1fs", exc, delay)
+                async with asyncio.timeout(config.timeout):
+                    await sink.send(part)
+                break
+            except (SinkError, TimeoutError) as exc:
+                counters.failed += len(part)
+                counters.retried += len(part)
+                reason = "timeout" if isinstance(exc, TimeoutError) else "send"
+                counters.errors[reason] += 1
+                self.report(logging.ERROR, f"{counters.component}_{reason}", "sink %s: %s; retrying in %.1fs",
+                            counters.component, exc or f"no answer within {config.timeout}s", delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, config.retry_max)
+        counters.sent += len(part)
+        if counters.latency is not None:
+            counters.latency.observe(time.monotonic() - started)
+        return True
+
+
+def takes(config: SinkConfig, event: Event) -> bool:
+    """Whether a sink configured by `config` takes `event` (its formats and field matches)."""
+    if config.formats and event.format not in config.formats:
+        return False
+    fields = event.fields
+    return all(str(fields.get(name)) == value for name, value in config.where.items())
 
 
 class DedupStage:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 
@@ -35,6 +35,10 @@ class Counters:
     dropped: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     live_drops: Callable[[], dict[str, int]] | None = None
+    # Sinks: items whose send failed, items sent again, and how long an accepted send took.
+    failed: int = 0
+    retried: int = 0
+    latency: Latency | None = None
 
     def all_dropped(self) -> dict[str, int]:
         """`dropped` plus whatever `live_drops` reports now."""
@@ -57,6 +61,32 @@ class Counters:
         }
 
 
+class Latency:
+    """A histogram of durations in seconds, with fixed buckets (for `/metrics`)."""
+
+    BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        i = 0
+        bounds = self.BOUNDS
+        while i < len(bounds) and seconds > bounds[i]:
+            i += 1
+        self.counts[i] += 1
+        self.total += seconds
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative (upper bound, count) pairs, ending with +Inf."""
+        out, running = [], 0
+        for bound, n in zip([*map(str, self.BOUNDS), "+Inf"], self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+
 class _Collector(Collector):
     def __init__(
         self, components: Iterable[Counters], gauges: Callable[[], dict[str, float]]
@@ -64,7 +94,7 @@ class _Collector(Collector):
         self._components = list(components)
         self._gauges = gauges
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         labels = ["component", "kind"]
         received = CounterMetricFamily("trapgate_received", "Items a component took in.", labels=labels)
         sent = CounterMetricFamily("trapgate_sent", "Items a component passed on.", labels=labels)
@@ -81,6 +111,19 @@ class _Collector(Collector):
         errors = CounterMetricFamily(
             "trapgate_errors", "Errors a component met, by reason.", labels=[*labels, "reason"]
         )
+        failed = CounterMetricFamily("trapgate_failed", "Items a sink failed to send (each attempt).",
+                                     labels=labels)
+        retried = CounterMetricFamily("trapgate_retried", "Items a sink sent again after a failure.",
+                                      labels=labels)
+        latency = HistogramMetricFamily("trapgate_send_latency_seconds", "How long a sink's accepted "
+                                        "sends took, from the first attempt.", labels=labels)
+        sinks = [c for c in self._components if c.kind == "sink"]
+        for c in sinks:
+            key = [c.component, c.kind]
+            failed.add_metric(key, c.failed)
+            retried.add_metric(key, c.retried)
+            if c.latency is not None:
+                latency.add_metric(key, c.latency.buckets(), c.latency.total)
         for c in self._components:
             key = [c.component, c.kind]
             received.add_metric(key, c.received)
@@ -93,6 +136,8 @@ class _Collector(Collector):
             for reason, n in sorted(c.errors.items()):
                 errors.add_metric([*key, reason], n)
         yield from (received, sent, replies, handed, dropped, errors)
+        if sinks:
+            yield from (failed, retried, latency)
         for name, value in sorted(self._gauges().items()):
             yield GaugeMetricFamily(f"trapgate_{name}", name.replace("_", " ") + ".", value=value)
 

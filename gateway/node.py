@@ -24,21 +24,22 @@ from gateway.pipeline import Pipeline
 from gateway.quarantine import Quarantine
 from gateway.receivers import Receiver, build_receiver
 from gateway.roles import Roles, redis_settings
-from gateway.sinks import open_sink
+from gateway.sinks import open_sinks
 from gateway.spool import Spool
 
 log = logging.getLogger(__name__)
 
 
 class Node:
-    """Receivers -> pipeline -> sink, plus the admin API, for one config."""
+    """Receivers -> pipeline -> sinks, plus the admin API, for one config."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started_at = time.time()
         self.quarantine = Quarantine(config.quarantine.path, config.quarantine.max_bytes)
-        self.sink = open_sink(config.sink)
-        forwarder = Forwarder(config.node.name, self.sink)
+        self.sinks = open_sinks(config.sinks)
+        forwarder = Forwarder(config.node.name, list(self.sinks.values()),
+                              configs=list(config.sinks.values()))
         self.roles: Roles | None = None
         self.stage: Stage
         if config.dedup.store == "redis":
@@ -87,7 +88,7 @@ class Node:
         return [
             *(r.intake.counters for r in self.receivers),
             self.stage.counters,
-            self.sink.counters,
+            *(sink.counters for sink in self.sinks.values()),
             self.quarantine.counters,
         ]
 
@@ -114,6 +115,8 @@ class Node:
 
     async def start(self) -> list[str]:
         """Start everything; on a failure, stop what started and re-raise."""
+        for sink in self.sinks.values():
+            await sink.start()
         self.pipeline.start()
         if self.roles is not None:
             ha = self.config.ha
@@ -150,7 +153,8 @@ class Node:
             self.roles.stage.stopping = True  # a master without a lease must not hold the drain up
         await self.pipeline.stop()
         await self._stop_pair()
-        self.sink.close()
+        for sink in self.sinks.values():
+            await sink.close()
 
     async def _stop_pair(self) -> None:
         roles = self.roles

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 
 from gateway.metrics import Counters
+from gateway.sinks import Outgoing
 
 
 class ListSink:
@@ -14,10 +17,17 @@ class ListSink:
         self.counters = Counters("list", "sink")
         self.lines: list[bytes] = []
 
+    async def start(self) -> None:
+        pass
+
+    async def send(self, batch: Sequence[Outgoing]) -> None:
+        await self.write([o.line for o in batch])
+
     async def write(self, lines: list[bytes]) -> None:
+        """What a test's sink overrides: take the JSON lines of a batch."""
         self.lines += lines
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
     def msgs(self) -> list[str]:

@@ -1,17 +1,34 @@
-"""Sinks: where forwarded events go, as JSON lines.
+"""Sinks: where a master forwards events, registered by the `type` of their config table.
 
-A sink's `write` returns only once the lines are handed to the OS, which is
-the acknowledgement the pipeline waits for before it counts them as sent.
+A sink is built from its name, its `SinkConfig` (the keys every sink has) and
+its options (the type's own keys, a frozen dataclass). It connects in
+`start()` (a destination that is down is no error there: sends retry), and
+`send()` delivers one batch: it returns once the destination has taken every
+event of it, and raises `SinkError` otherwise (the batch is sent again, with
+the same ids). `gateway.forward.Forwarder` chooses each sink's events, batches,
+retries and times the sends; the sink only speaks its protocol. A new
+destination is one module plus one entry in `SINKS`.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import BinaryIO, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
+from formats import Event
 from gateway.config import SinkConfig
-from gateway.errors import SinkError
 from gateway.metrics import Counters
+from gateway.sinks.jsonl import JsonlOptions, JsonlSink
+
+
+class Outgoing(NamedTuple):
+    """One event on its way out: the event, its fingerprint and id, and its JSON line."""
+
+    event: Event
+    fp: str
+    id: str
+    line: bytes  # the event as one JSON object and a newline (see `gateway._render`)
 
 
 class Sink(Protocol):
@@ -19,50 +36,32 @@ class Sink(Protocol):
 
     counters: Counters
 
-    async def write(self, lines: list[bytes]) -> None:
-        """Write `lines` (each ending in a newline) or raise `SinkError`."""
+    async def start(self) -> None:
+        """Open what the sink needs; a destination that does not answer yet is not an error."""
         ...
 
-    def close(self) -> None:
+    async def send(self, batch: Sequence[Outgoing]) -> None:
+        """Deliver `batch`; return once the destination has it all, or raise `SinkError`."""
+        ...
+
+    async def close(self) -> None:
         """Flush and release the destination."""
         ...
 
 
-class StreamSink:
-    """JSON lines to a binary stream: stdout, or a file opened for append."""
+@dataclass(frozen=True)
+class SinkType:
+    """A sink type: the dataclass of its own keys, and how to build it."""
 
-    def __init__(self, name: str, stream: BinaryIO, owned: bool) -> None:
-        self.counters = Counters(name, "sink")
-        self._stream = stream
-        self._owned = owned
-
-    async def write(self, lines: list[bytes]) -> None:
-        """Write and flush `lines`; an OS error becomes a `SinkError`."""
-        self.counters.received += len(lines)
-        try:
-            self._stream.write(b"".join(lines))
-            self._stream.flush()
-        except (OSError, ValueError) as exc:
-            self.counters.errors["write"] += len(lines)
-            raise SinkError(f"sink {self.counters.component}: {exc}") from None
-        self.counters.sent += len(lines)
-
-    def close(self) -> None:
-        """Flush; close the stream if this sink opened it."""
-        try:
-            self._stream.flush()
-            if self._owned:
-                self._stream.close()
-        except (OSError, ValueError):
-            pass
+    options: type
+    build: Callable[[str, SinkConfig, Any], Sink]
 
 
-def open_sink(config: SinkConfig) -> Sink:
-    """The sink `config` names; a file that cannot be opened is a `SinkError`."""
-    if config.type == "file":
-        try:
-            stream = open(config.path, "ab")  # noqa: SIM115 - closed by the sink
-        except OSError as exc:
-            raise SinkError(f"cannot open sink file {config.path}: {exc.strerror}") from None
-        return StreamSink("file", stream, owned=True)
-    return StreamSink("stdout", sys.stdout.buffer, owned=False)
+SINKS: dict[str, SinkType] = {
+    "jsonl": SinkType(JsonlOptions, JsonlSink),
+}
+
+
+def open_sinks(configs: dict[str, SinkConfig]) -> dict[str, Sink]:
+    """The sinks of a config, by name (not started); a file that cannot be opened is a `SinkError`."""
+    return {name: SINKS[c.type].build(name, c, c.options) for name, c in configs.items()}

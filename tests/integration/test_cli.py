@@ -31,7 +31,14 @@ def test_check_config_accepts_a_valid_file(tmp_path: Path) -> None:
         ('[dedup]\nmode = "maybe"\n', "config key 'dedup.mode': 'maybe' is not one of exact, suppress"),
         ("[dedup]\nwindow = -1\n", "config key 'dedup.window': must be greater than 0"),
         ("[sink]\ntype = 'file'\n", "config key 'sink.path': is required when sink.type is 'file'"),
-        ("[dedup\n", "is not valid TOML"),
+        ("[dedup\n", "bad.toml: is not valid TOML"),
+        ('[dedup]\nstore = "redis"\n[redis]\nlocal = "redis://127.0.0.2:6379"\npeer = "redis://127.0.0.3:99999"'
+         '\n[ha]\ntoken = "t"\n', "config key 'redis.peer': 'redis://127.0.0.3:99999': Port out of range"),
+        ('[sinks.x]\ntype = "jsonl"\nfsync = "always"\n',
+         "config key 'sinks.x.fsync': 'always' is not one of none, batch, interval"),
+        ('[sinks.x]\ntype = "kafka"\n', "config key 'sinks.x.type': 'kafka' is not one of jsonl"),
+        ('[sinks.x]\ntype = "jsonl"\nbrokers = 3\n', "config key 'sinks.x.brokers': unknown key"),
+        ('[sink]\ntype = "stdout"\n[sinks.x]\ntype = "jsonl"\n', "use [sinks.NAME] tables only"),
     ],
 )
 def test_bad_config_ends_with_one_line_naming_the_key(tmp_path: Path, text: str, expected: str) -> None:

@@ -23,7 +23,8 @@ def test_defaults_listen_on_loopback_ports_of_the_quick_start() -> None:
     }
     assert c.admin.address == "127.0.0.1:9180"
     assert (c.dedup.mode, c.dedup.window, c.dedup.store) == ("exact", 30.0, "memory")
-    assert c.sink.type == "stdout"
+    assert list(c.sinks) == ["stdout"] and c.sinks["stdout"].type == "jsonl"
+    assert c.sinks["stdout"].options.path == "-"
 
 
 def test_receivers_table_replaces_the_default_set() -> None:
