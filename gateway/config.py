@@ -462,7 +462,7 @@ _COMMON_SINK_KEYS = frozenset(f.name for f in fields(SinkConfig)) - {"options"}
 
 def _sink(name: str, table: Any) -> SinkConfig:
     """A `[sinks.NAME]` table: the common keys, and the rest checked by the type's own options."""
-    from gateway.sinks import SINKS  # the sink modules import this one
+    from gateway.sinks import SINKS, sink_type  # the sink modules import this one
 
     key = f"sinks.{name}"
     if not isinstance(table, dict):
@@ -473,7 +473,7 @@ def _sink(name: str, table: Any) -> SinkConfig:
     _one_of(f"{key}.type", kind, SINKS)
     common = {k: v for k, v in table.items() if k in _COMMON_SINK_KEYS}
     own = {k: v for k, v in table.items() if k not in _COMMON_SINK_KEYS}
-    options: Any = _build(SINKS[kind].options, own, key)
+    options: Any = _build(sink_type(kind).options, own, key)
     check = getattr(options, "check", None)
     if check is not None:
         check(key)

@@ -7,19 +7,23 @@ its options (the type's own keys, a frozen dataclass). It connects in
 event of it, and raises `SinkError` otherwise (the batch is sent again, with
 the same ids). `gateway.forward.Forwarder` chooses each sink's events, batches,
 retries and times the sends; the sink only speaks its protocol. A new
-destination is one module plus one entry in `SINKS`.
+destination is one module, exporting `SINK` (its `SinkType`), plus one entry in
+`SINKS`; a module is imported when a config names its type, so a sink's
+client library costs nothing to a node that does not use it.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from formats import Event
-from gateway.config import SinkConfig
 from gateway.metrics import Counters
-from gateway.sinks.jsonl import JsonlOptions, JsonlSink
+
+if TYPE_CHECKING:
+    from gateway.config import SinkConfig
 
 
 class Outgoing(NamedTuple):
@@ -57,11 +61,23 @@ class SinkType:
     build: Callable[[str, SinkConfig, Any], Sink]
 
 
-SINKS: dict[str, SinkType] = {
-    "jsonl": SinkType(JsonlOptions, JsonlSink),
+SINKS = {
+    "jsonl": "gateway.sinks.jsonl",
+    "syslog": "gateway.sinks.syslog",
+    "snmp": "gateway.sinks.snmp",
+    "http": "gateway.sinks.http",
+    "hinemos": "gateway.sinks.hinemos",
+    "redis-stream": "gateway.sinks.redis_stream",
+    "nats": "gateway.sinks.nats",
 }
+"""Sink type -> the module that implements it (its `SINK`)."""
+
+
+def sink_type(kind: str) -> SinkType:
+    """The `SinkType` of a type named in `SINKS`."""
+    return importlib.import_module(SINKS[kind]).SINK  # type: ignore[no-any-return]
 
 
 def open_sinks(configs: dict[str, SinkConfig]) -> dict[str, Sink]:
     """The sinks of a config, by name (not started); a file that cannot be opened is a `SinkError`."""
-    return {name: SINKS[c.type].build(name, c, c.options) for name, c in configs.items()}
+    return {name: sink_type(c.type).build(name, c, c.options) for name, c in configs.items()}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from gateway.errors import ConfigError, SinkError
 from gateway.metrics import Counters, Latency
+from gateway.sinks import SinkType
 
 if TYPE_CHECKING:
     from gateway.config import SinkConfig
@@ -100,3 +101,6 @@ class JsonlSink:
                 self._stream.close()
         except (OSError, ValueError):
             pass
+
+
+SINK = SinkType(JsonlOptions, JsonlSink)
