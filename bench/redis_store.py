@@ -72,10 +72,12 @@ def _used(server: Server) -> int:
 async def _claim_all(
     store: RedisStore, node: str, fps: list[str], mode: Mode, batch: int, watermarks: bool = False
 ) -> list[str]:
-    """Claim `fps` in batches; with `watermarks`, as an HA master does (batch seqs, one watermark a batch)."""
+    """Claim `fps` in batches; with `watermarks`, as an HA master does (batch seqs, one watermark a
+    batch, a token a batch)."""
     ids: list[str] = []
     for seq, chunk in enumerate(_chunks(fps, batch), 1):
-        won = (await store.claim(node, chunk, mode, WINDOW, time.time(), seq if watermarks else None))[0]
+        won = (await store.claim(node, chunk, mode, WINDOW, time.time(), seq if watermarks else None,
+                                 f"{node}.{seq}" if watermarks else ""))[0]
         if watermarks:
             await store.forwarded_through(seq, won[-1])
         ids += won
@@ -87,7 +89,7 @@ async def memory(store: RedisStore, server: Server, n: int, batch: int) -> dict[
     with server.client() as c:
         c.flushall()
     await store.claim("warm", ["ffffffffffffffff"], Mode.EXACT, WINDOW, time.time())  # loads the scripts
-    await store.mark_forwarded(["ffffffffffffffff-1"])
+    await store.mark_forwarded(["ffffffffffffffff-1-1"])
     fps = _fps(0, n)
     with server.client() as c:
         base_keys = int(c.dbsize())
@@ -112,8 +114,8 @@ async def memory(store: RedisStore, server: Server, n: int, batch: int) -> dict[
     await store.number("warm", ["ffffffffffffffff"], Mode.EXACT, WINDOW)
     base_ha = _used(server)
     await _claim_all(store, "node-a", fps, Mode.EXACT, batch, watermarks=True)
-    for chunk in _chunks(fps, batch):
-        await store.number("node-b", chunk, Mode.EXACT, WINDOW)
+    for i, chunk in enumerate(_chunks(fps, batch)):
+        await store.number("node-b", chunk, Mode.EXACT, WINDOW, f"node-b.{i}")
     ha_run = _used(server)
 
     def per(delta: int) -> float:
@@ -127,7 +129,8 @@ async def memory(store: RedisStore, server: Server, n: int, batch: int) -> dict[
         "bytes_per_fp_exact_ha_pair_forwarded": per(pair - base),
         "bytes_per_fp_suppress_one_node": per(suppress - base_s),
         # What a running pair writes: the master's claims carry its batch seq
-        # (marked by watermark), the standby numbers its copies.
+        # (marked by watermark), the standby numbers its copies; each call
+        # keeps its numbers under its token.
         "bytes_per_fp_ha_pair_as_run": per(ha_run - base_ha),
     }
 
@@ -140,8 +143,10 @@ async def throughput(
     in_flight: int,
     repeats: bool,
     mode: Mode,
+    tokens: bool = False,
 ) -> dict[str, Any]:
-    """Events per second claimed for `seconds`, with `in_flight` batches outstanding.
+    """Events per second claimed for `seconds`, with `in_flight` batches outstanding (with `tokens`,
+    each call carries one, as in an HA pair).
 
     Also the server's own time per event (the script's ``usec_per_call``), which
     bounds the rate whatever the client does.
@@ -160,7 +165,8 @@ async def throughput(
 
     async def worker(node: str) -> None:
         while time.perf_counter() < deadline:
-            await store.claim(node, batch_fps(), mode, WINDOW, time.time())
+            token = f"{node}.{done[0]}" if tokens else ""
+            await store.claim(node, batch_fps(), mode, WINDOW, time.time(), token=token)
             done[0] += batch
 
     started = time.perf_counter()
@@ -172,6 +178,7 @@ async def throughput(
         "batch": batch,
         "in_flight": in_flight,
         "fingerprints": "repeated" if repeats else "fresh",
+        "tokens": tokens,
         "events": done[0],
         "seconds": round(elapsed, 3),
         "events_per_s": round(done[0] / elapsed),
@@ -182,7 +189,7 @@ async def throughput(
 
 async def markers(store: RedisStore, batch: int, seconds: float) -> dict[str, Any]:
     """Ids per second through mark_forwarded and forwarded, one batch in flight."""
-    ids = [f"{i:016x}-1" for i in range(10_000_000, 10_000_000 + batch)]
+    ids = [f"{i:016x}-1-1" for i in range(10_000_000, 10_000_000 + batch)]
     out: dict[str, Any] = {}
     for name in ("mark_forwarded", "forwarded"):
         n, started = 0, time.perf_counter()
@@ -200,12 +207,13 @@ async def _run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         with server.client() as c:
             c.flushall()
         runs = [
-            await throughput(store, server, args.batch, args.seconds, in_flight, repeats, mode)
-            for mode, repeats, in_flight in (
-                (Mode.EXACT, False, 1),
-                (Mode.EXACT, False, 4),
-                (Mode.EXACT, True, 1),
-                (Mode.SUPPRESS, False, 1),
+            await throughput(store, server, args.batch, args.seconds, in_flight, repeats, mode, tokens)
+            for mode, repeats, in_flight, tokens in (
+                (Mode.EXACT, False, 1, False),
+                (Mode.EXACT, False, 1, True),
+                (Mode.EXACT, False, 4, False),
+                (Mode.EXACT, True, 1, False),
+                (Mode.SUPPRESS, False, 1, False),
             )
         ]
         marks = await markers(store, args.batch, args.seconds)
