@@ -69,6 +69,7 @@ from formats.snmp._usm import LocalKeys, Usm, UsmUser, _verify
 GET_REQUEST = 0xA0
 MAX_DATAGRAM = 65507
 _REPORT_REASONS = {oid: reason for reason, oid in _REPORT_OIDS.items()}
+_MAX_REQUESTS = 65536
 _DISCOVERY = ("unknown_engine_id", "not_in_time_window")
 _MAX_UNSIGNED = {COUNTER32: 0xFFFFFFFF, GAUGE32: 0xFFFFFFFF, TIMETICKS: 0xFFFFFFFF, COUNTER64: 2**64 - 1}
 
@@ -203,6 +204,7 @@ class Notifier:
         self.manager_engine_id = b""
         self._manager_time = (0, 0, 0.0)  # boots, time, and the `now` it was learnt at
         self._msg_id = 0
+        self._requests: dict[int, int] = {}  # msgID -> request-id of the informs and probes sent
 
     @property
     def needs_discovery(self) -> bool:
@@ -228,14 +230,25 @@ class Notifier:
         else:
             engine_id, boots, time = usm.engine_id, usm.boots, usm.engine_time(now)
         scoped = encode_scoped_pdu(context_engine_id or usm.engine_id, b"", pdu)
-        return self._v3(engine_id, boots, time, scoped, FLAG_REPORTABLE if inform else 0)
+        data = self._v3(engine_id, boots, time, scoped, FLAG_REPORTABLE if inform else 0)
+        if inform:
+            self._note_request(request_id)
+        return data
 
     def probe(self, request_id: int) -> bytes:
         """An unauthenticated, reportable request whose Report names the manager's engine."""
         scoped = encode_scoped_pdu(b"", b"", encode_pdu(GET_REQUEST, request_id, b""))
         self._msg_id = (self._msg_id + 1) & 0x7FFFFFFF
         whole, _ = encode_v3(self._msg_id, MAX_DATAGRAM, FLAG_REPORTABLE, b"", 0, 0, b"", 0, b"", scoped)
+        self._note_request(request_id)
         return whole
+
+    def _note_request(self, request_id: int) -> None:
+        # A Report to an encrypted message cannot know its request-id (it
+        # says 0): only the msgID, which it repeats, names the request.
+        if len(self._requests) >= _MAX_REQUESTS:
+            self._requests.clear()
+        self._requests[self._msg_id] = request_id
 
     def _v3(self, engine_id: bytes, boots: int, time: int, scoped: bytes, flags: int) -> bytes:
         user = self.user
@@ -269,6 +282,8 @@ class Notifier:
         keys = self._verified_keys(msg)
         pdu = self._pdu(msg, keys)
         reply = _outcome(pdu)
+        if reply is not None and pdu.tag == REPORT:
+            reply = reply._replace(request_id=self._requests.get(msg.msg_id, pdu.request_id))
         if reply is not None and reply.resend and (keys is not None or reply.outcome == "unknown_engine_id"):
             # Only an authenticated Report may move a known engine's clock back; an
             # unauthenticated one may say the engine changed (a new manager).

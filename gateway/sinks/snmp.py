@@ -153,11 +153,11 @@ class SnmpSink:
         self._sock: socket.socket | None = None
         self._raw: socket.socket | None = None
         self._destination: tuple[Any, ...] = ()
-        self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._answered: set[str] = set()
         self._request_ids = itertools.count(int.from_bytes(os.urandom(3), "big") + 1)
         self._discovery = asyncio.Lock()
+        self._sending = asyncio.Lock()
 
     async def start(self) -> None:
         """Make the engine (v3: increment its boots) and open the sockets; the manager may be down."""
@@ -194,7 +194,7 @@ class SnmpSink:
         if self.options.keep_source:
             self._raw = self._open_raw(family)
         if self.options.inform:
-            self._reader = asyncio.create_task(self._read_replies(sock), name=f"sink-{name}-replies")
+            loop.add_reader(sock.fileno(), self._read_replies)
         return sock
 
     def _open_raw(self, family: int) -> socket.socket | None:
@@ -254,16 +254,11 @@ class SnmpSink:
             await self._send_trap(sock, data, o.event.peer)
 
     async def _send_trap(self, sock: socket.socket, data: bytes, origin: tuple[str, int]) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            if self._raw is not None and ":" not in origin[0]:  # a peer is an address: IPv4 or IPv6
-                packet = udp_packet(origin, self._destination[:2], data)
-                await loop.sock_sendto(self._raw, packet, (self._destination[0], 0))
-            else:
-                await loop.sock_sendto(sock, data, self._destination)
-        except OSError as exc:
-            raise SinkError(f"sink {self.counters.component}: cannot send to {self.options.address}: "
-                            f"{exc.strerror or exc}") from None
+        if self._raw is not None and ":" not in origin[0]:  # a peer is an address: IPv4 or IPv6
+            packet = udp_packet(origin, self._destination[:2], data)
+            await self._sendto(self._raw, packet, (self._destination[0], 0))
+        else:
+            await self._sendto(sock, data, self._destination)
 
     async def _inform(self, sock: socket.socket, items: list[tuple[Outgoing, bytes, bytes]]) -> None:
         """Send each inform until answered, `inform_retries` times more at most; else raise `SinkError`."""
@@ -282,7 +277,7 @@ class SnmpSink:
                     futures[request_id] = self._waiting[request_id] = loop.create_future()
                     mine.append(request_id)
                     data = notifier.notification(varbinds, request_id, True, self.now(), context)
-                    await self._sendto(sock, data)
+                    await self._sendto(sock, data, self._destination)
                 await asyncio.wait(futures.values(), timeout=options.inform_timeout)
                 for request_id, future in futures.items():
                     del self._waiting[request_id]
@@ -315,28 +310,37 @@ class SnmpSink:
             request_id = next(self._request_ids)
             future = self._waiting[request_id] = asyncio.get_running_loop().create_future()
             try:
-                await self._sendto(sock, notifier.probe(request_id))
+                await self._sendto(sock, notifier.probe(request_id), self._destination)
                 await asyncio.wait([future], timeout=self.options.inform_timeout)
             finally:
                 del self._waiting[request_id]
             return not notifier.needs_discovery
 
-    async def _sendto(self, sock: socket.socket, data: bytes) -> None:
-        try:
-            await asyncio.get_running_loop().sock_sendto(sock, data, self._destination)
-        except OSError as exc:
-            raise SinkError(f"sink {self.counters.component}: cannot send to {self.options.address}: "
-                            f"{exc.strerror or exc}") from None
+    async def _sendto(self, sock: socket.socket, data: bytes, address: tuple[Any, ...]) -> None:
+        """Hand `data` to the socket, waiting while its buffer is full; an OS error is a `SinkError`."""
+        # The socket is used directly (uvloop has no sock_sendto): one sendto
+        # each, and a wait for writability when the kernel says EAGAIN.
+        async with self._sending:
+            while True:
+                try:
+                    sock.sendto(data, address)
+                    return
+                except BlockingIOError:
+                    await _writable(sock)
+                except OSError as exc:
+                    raise SinkError(f"sink {self.counters.component}: cannot send to "
+                                    f"{self.options.address}: {exc.strerror or exc}") from None
 
-    async def _read_replies(self, sock: socket.socket) -> None:
+    def _read_replies(self) -> None:
         """Hand each reply from the manager to the send waiting for its request id."""
-        loop = asyncio.get_running_loop()
-        notifier = self._notifier
-        assert notifier is not None
+        sock, notifier = self._sock, self._notifier
+        assert sock is not None and notifier is not None
         manager = self._destination[:2]
         while True:
             try:
-                data, sender = await loop.sock_recvfrom(sock, 65535)
+                data, sender = sock.recvfrom(65535)
+            except BlockingIOError:
+                return
             except OSError:
                 continue
             if sender[:2] != manager:
@@ -352,13 +356,26 @@ class SnmpSink:
 
     async def close(self) -> None:
         """Stop reading replies and close the sockets."""
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        if self._sock is not None and self.options.inform:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
         for sock in (self._sock, self._raw):
             if sock is not None:
                 sock.close()
+
+
+async def _writable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(sock.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(sock.fileno())
 
 
 SINK = SinkType(SnmpSinkOptions, SnmpSink)
