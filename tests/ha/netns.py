@@ -336,15 +336,17 @@ class Topology:
         return self._rules([(node, f"{hook}_{interface}", "")
                             for interface in PATHS.values() for hook in ("ingress", "egress")])
 
-    def loss(self, path: str, percent: int) -> Fault:
-        """Drop `percent` % of the packets between a and b on `path` at random, on arrival at either node.
+    def loss(self, path: str, percent: int, udp_only: bool = False) -> Fault:
+        """Drop `percent` % of the packets between a and b on `path` at random, on arrival at either node
+        (with `udp_only`, only UDP datagrams: the heartbeats, not Redis).
 
         The sender's traffic to the nodes is left alone (the `Device` draws its own loss
         and must know which copies arrived).
         """
         interface = PATHS[path]
-        return self._rules([(node, f"ingress_{interface}",
-                             f"{self._between(node, path, 'saddr')} numgen random mod 100 < {percent}")
+        protocol = "ip protocol udp" if udp_only else ""
+        chosen = f"{protocol} numgen random mod 100 < {percent}"
+        return self._rules([(node, f"ingress_{interface}", f"{self._between(node, path, 'saddr')} {chosen}")
                             for node in NODES])
 
     def link_down(self, node: str, path: str) -> Fault:
