@@ -14,6 +14,8 @@ answered each of them: an unanswered inform is sent again every
 `inform_timeout` seconds, `inform_retries` times, then the send fails and
 the forwarder retries the batch with backoff, so an inform is retried until
 answered; the ones answered already are not sent again with their batch.
+The sink's `timeout` should exceed `inform_timeout` x (`inform_retries` + 2)
+(the sends and one discovery), else the forwarder cuts the resends short.
 A v3 inform first learns the manager's engine id from the Report to a probe
 (RFC 3414 section 4); a v3 trap carries this sink's own engine id, boots
 (kept in `engine_boots_file`, incremented at each start) and time.
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from formats.snmp import SnmpError, UsmUser
 from formats.snmp.notify import MAX_DATAGRAM, EncodeError, Notifier, Reply, notification_varbinds
 from gateway._ratelog import RateLimited
+from gateway._snmp_config import _hex, default_engine_id
 from gateway.config import parse_address
 from gateway.errors import ConfigError, GatewayError, SinkError
 from gateway.metrics import Counters, Latency
@@ -54,7 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VERSIONS = ("2c", "3")
-_ENGINE_PREFIX = b"\x80\x00\x00\x00\x04"  # enterprise 0, format 4: text
 _MAX_ANSWERED = 65536
 
 
@@ -105,16 +107,9 @@ class SnmpSinkOptions:
                        self.priv_passphrase)
 
 
-def _hex(key: str, value: str) -> bytes:
-    try:
-        return bytes.fromhex(value.removeprefix("0x"))
-    except ValueError:
-        raise ConfigError(key, f"{value!r} is not hexadecimal") from None
-
-
-def default_engine_id(sink: str) -> bytes:
-    """A stable engine id for sink `sink` of this host: RFC 3411 text format, at most 32 octets."""
-    return (_ENGINE_PREFIX + f"trapgate:{socket.gethostname()}:{sink}".encode())[:32]
+def engine_id_of(sink: str) -> bytes:
+    """The default engine id of sink `sink` on this host (text format, at most 32 octets)."""
+    return default_engine_id(f"{socket.gethostname()}:{sink}")
 
 
 def udp_packet(source: tuple[str, int], destination: tuple[str, int], payload: bytes) -> bytes:
@@ -168,7 +163,7 @@ class SnmpSink:
                 boots = next_engine_boots(Path(boots_file))
             except GatewayError as exc:
                 raise SinkError(f"sink {name}: {exc}") from None
-            engine_id = _hex("engine_id", options.engine_id) if options.engine_id else default_engine_id(name)
+            engine_id = _hex("engine_id", options.engine_id) if options.engine_id else engine_id_of(name)
             self._notifier = Notifier("3", user=options.usm_user(), engine_id=engine_id, boots=boots,
                                       started_at=self.now(), salt=int.from_bytes(os.urandom(8), "big"))
         else:
@@ -184,6 +179,8 @@ class SnmpSink:
         name = self.counters.component
         try:
             infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_DGRAM)
+            if self._sock is not None:  # a concurrent send opened it meanwhile
+                return self._sock
             family, _, _, _, self._destination = infos[0]
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.setblocking(False)
