@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import threading
 import time
 import tomllib
@@ -27,12 +28,14 @@ from aiohttp import web
 
 from formats import Event
 from gateway.config import SinkConfig
+from gateway.errors import SinkError
 from gateway.forward import Forwarder
 from gateway.sinks import Outgoing, Sink
 from gateway.sinks.hinemos import HinemosOptions, HinemosSink
 from gateway.sinks.http import HttpOptions, HttpSink, batch_key
 from tests.integration.harness import Trapgate, free_port
 from tests.integration.test_custom_http import curl
+from tests.redis_servers import write_tls_files
 from tests.toml_render import render_toml
 
 pytestmark = pytest.mark.integration
@@ -47,9 +50,10 @@ class Served:
     on the same port.
     """
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
         self.handler = handler
+        self.tls = tls
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -64,7 +68,7 @@ class Served:
             app.router.add_route("POST", "/{tail:.*}", self.handler)
             self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
             await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+            await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
 
         self.call(start())
 
@@ -155,8 +159,8 @@ def _close(request: web.Request) -> None:
 class Endpoint(Served):
     """Records each request (headers, body); answers each as `script` says, then 200."""
 
-    def __init__(self, script: Sequence[int | str] = ()) -> None:
-        super().__init__(self._handle)
+    def __init__(self, script: Sequence[int | str] = (), tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(self._handle, tls)
         self.script = list(script)
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.start()
@@ -332,6 +336,34 @@ def test_http_4xx_rejects_the_batch_once_counted_as_dropped_but_401_is_retried()
         sink, config = http(endpoint)
         assert forward(sink, config, [syslog(i, f"s{i}") for i in range(3)])
         assert len(endpoint.requests) == 3 and sink.counters.errors == {"send": 1}
+    finally:
+        endpoint.close()
+
+
+def test_http_over_tls_trusts_tls_ca_and_refuses_an_unknown_ca_unless_tls_verify_is_off(
+        tmp_path: Path) -> None:
+    files = write_tls_files(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(files.cert, files.key)
+    endpoint = Endpoint(tls=tls)
+    config = SinkConfig("http", retry_initial=0.01)
+    url = f"https://127.0.0.1:{endpoint.port}/in"
+    batch = [Outgoing(syslog(0, "s0"), "f", "f-1-1", b'{"msg":"s0"}\n')]
+
+    async def send(options: HttpOptions) -> None:
+        sink = HttpSink("web", config, options)
+        await sink.start()
+        try:
+            await sink.send(batch)
+        finally:
+            await sink.close()
+
+    try:
+        asyncio.run(send(HttpOptions(url=url, tls_ca=str(files.ca))))
+        with pytest.raises(SinkError, match="certificate verify failed"):
+            asyncio.run(send(HttpOptions(url=url)))
+        asyncio.run(send(HttpOptions(url=url, tls_verify=False)))
+        assert [body for _, body in endpoint.requests] == [b'[{"msg":"s0"}]'] * 2
     finally:
         endpoint.close()
 
