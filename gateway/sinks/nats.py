@@ -220,6 +220,8 @@ class NatsSink:
     async def send(self, batch: Sequence[Outgoing]) -> None:
         """Publish `batch` and wait for every ack; a missing or failed ack is a `SinkError`."""
         name = self.counters.component
+        if self._connecting is None:
+            await self.start()
         if not self.nc.is_connected:
             raise SinkError(f"sink {name}: not connected to NATS ({self._last_error})")
         if not self._prepared:
