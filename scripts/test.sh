@@ -2,7 +2,8 @@
 # Install everything the test suite needs, then run all of it.
 #
 # System packages (util-linux logger, Net-SNMP tools, snmptrapd, redis-server,
-# rsyslog, curl, iproute2, nftables) come from apt when run as root and missing;
+# rsyslog and its TLS driver rsyslog-gnutls, curl, iproute2, nftables) come
+# from apt when run as root and missing;
 # Python packages go into .venv. The tests start their own servers on loopback,
 # or (tests/ha/test_netns.py, as root) in network namespaces they create.
 set -euo pipefail
@@ -14,6 +15,7 @@ command -v snmptrap >/dev/null || need+=(snmp)
 command -v snmptrapd >/dev/null || need+=(snmptrapd)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v rsyslogd >/dev/null || need+=(rsyslog)
+compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || need+=(rsyslog-gnutls)
 command -v curl >/dev/null || need+=(curl)
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
