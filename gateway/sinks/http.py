@@ -166,21 +166,22 @@ class HttpClient:
         progress.pop(key, None)
 
     async def _post(self, request: Request) -> None:
+        """POST one request; the `SinkError` it raises is logged by the forwarder after the sink's name."""
         session = self._session
         name = self.counters.component
         if session is None:
-            raise SinkError(f"sink {name}: not started")
+            raise SinkError("not started")
         try:
             async with session.post(self.url, data=request.body, headers=request.headers,
                                     allow_redirects=False) as response:
                 status = response.status
                 text = (await response.read())[:200].decode(errors="replace")
         except aiohttp.ServerDisconnectedError:
-            raise SinkError(f"sink {name}: {self.url} closed the connection without a response") from None
+            raise SinkError(f"{self.url} closed the connection without a response") from None
         except aiohttp.ClientError as exc:
-            raise SinkError(f"sink {name}: {self.url}: {str(exc) or type(exc).__name__}") from None
+            raise SinkError(f"{self.url}: {str(exc) or type(exc).__name__}") from None
         except OSError as exc:
-            raise SinkError(f"sink {name}: {self.url}: {exc.strerror or exc}") from None
+            raise SinkError(f"{self.url}: {exc.strerror or exc}") from None
         if 200 <= status < 300:
             if request.truncated:
                 self.counters.errors["truncated"] += request.truncated
@@ -193,7 +194,7 @@ class HttpClient:
                         "rejected, not retried", name, self.url, status, " ".join(text.split()),
                         request.events)
             return
-        raise SinkError(f"sink {name}: {self.url} answered {status} {' '.join(text.split())[:80]}".rstrip())
+        raise SinkError(f"{self.url} answered {status} {' '.join(text.split())[:80]}".rstrip())
 
 
 class HttpSink:
