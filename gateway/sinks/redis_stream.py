@@ -33,10 +33,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from dedup._redis_errors import reason_of
-from dedup.redis import RedisSettings, _connect
 from gateway._ratelog import RateLimited
 from gateway.errors import ConfigError, SinkError
 from gateway.metrics import Counters, Latency
@@ -67,8 +69,7 @@ class RedisStreamOptions:
     fields: str = "flat"
     username: str = ""
     password: str = field(default="", repr=False)
-    tls: bool = False  # also implied by rediss://
-    tls_ca: str = ""
+    tls_ca: str = ""  # with a rediss:// URL: the CA that signed the server's certificate
     tls_cert: str = ""
     tls_key: str = ""
     connect_timeout: float = 2.0
@@ -88,6 +89,8 @@ class RedisStreamOptions:
             raise ConfigError(f"{key}.url", f"{self.url!r}: {exc}") from None
         if not parts.hostname or port == 0:
             raise ConfigError(f"{key}.url", f"{self.url!r} names no host and port")
+        if (self.tls_ca or self.tls_cert or self.tls_key) and not self.url.startswith("rediss://"):
+            raise ConfigError(f"{key}.url", "must be a rediss:// URL with tls_ca, tls_cert or tls_key")
         if not self.stream:
             raise ConfigError(f"{key}.stream", "must not be empty")
         if self.fields not in FIELD_LAYOUTS:
@@ -132,6 +135,20 @@ def xadd_args(key: str, o: Outgoing, options: RedisStreamOptions, idmp: bool) ->
     return args + entry_fields(o, options.fields)
 
 
+def _client(options: RedisStreamOptions, timeout: float) -> Redis:
+    """A client for `options.url`, without retries of its own (a repeated XADD may add twice)."""
+    kwargs: dict[str, Any] = {"socket_connect_timeout": options.connect_timeout, "socket_timeout": timeout,
+                              "retry": Retry(NoBackoff(), 0)}
+    if options.username:
+        kwargs["username"] = options.username
+    if options.password:
+        kwargs["password"] = options.password
+    if options.url.startswith("rediss://"):
+        kwargs.update(ssl_ca_certs=options.tls_ca or None, ssl_certfile=options.tls_cert or None,
+                      ssl_keyfile=options.tls_key or None)
+    return Redis.from_url(options.url, **kwargs)
+
+
 class RedisStreamSink:
     """XADD to a Redis stream, a batch a round trip (see the module docstring)."""
 
@@ -139,13 +156,7 @@ class RedisStreamSink:
         self.counters = Counters(name, "sink", latency=Latency())
         self.options = options
         self.report = RateLimited(log)
-        settings = RedisSettings(
-            url=options.url, username=options.username or None, password=options.password or None,
-            tls=options.tls or options.url.startswith("rediss://"), tls_ca=options.tls_ca or None,
-            tls_cert=options.tls_cert or None, tls_key=options.tls_key or None,
-            connect_timeout=options.connect_timeout, socket_timeout=config.timeout,
-        )
-        self.client = _connect(settings, config.timeout)  # no retries: a repeated XADD may add twice
+        self.client = _client(options, config.timeout)
         self.idmp: bool | None = False if options.idmp == "off" else None  # None: not known yet
         self._idmp_set: set[str] = set()  # streams whose IDMP settings were checked since the last failure
         self._idmp_lock = asyncio.Lock()
@@ -200,8 +211,8 @@ class RedisStreamSink:
                     info = await self.client.xinfo_stream(key)
                     wanted = (options.idmp_duration, options.idmp_maxsize)
                     if (info.get("idmp-duration"), info.get("idmp-maxsize")) != wanted:
-                        await self.client.execute_command("XCFGSET", key, "IDMP-DURATION", wanted[0],
-                                                          "IDMP-MAXSIZE", wanted[1])
+                        await self.client.execute_command(  # type: ignore[no-untyped-call]
+                            "XCFGSET", key, "IDMP-DURATION", wanted[0], "IDMP-MAXSIZE", wanted[1])
                         log.info("sink %s: stream %s keeps %d iids for %ds", self.counters.component, key,
                                  options.idmp_maxsize, options.idmp_duration)
                 except RedisError as exc:  # the batch is in; the settings are tried again after the next send

@@ -16,7 +16,7 @@ from gateway.config import SinkConfig, config_from_dict
 from gateway.errors import ConfigError, SinkError
 from gateway.sinks import Outgoing, open_sinks
 from gateway.sinks.redis_stream import RedisStreamOptions, RedisStreamSink, supports_idmp, xadd_args
-from tests.redis_servers import RedisServer, free_port, require_redis_server
+from tests.redis_servers import RedisServer, free_port, require_redis_server, write_tls_files
 from tests.sink_load import check_complete_and_ordered, drive
 
 pytestmark = pytest.mark.integration
@@ -126,11 +126,28 @@ def test_idmp_is_used_from_redis_8_6_with_the_event_id_before_maxlen() -> None:
         "XADD", "s", "MAXLEN", 3, "*", "id", o.id, "event", o.line[:-1]]
 
 
+def test_a_rediss_url_with_a_ca_and_a_client_certificate_reaches_a_tls_only_server(tmp_path: Path) -> None:
+    require_redis_server()
+    files = write_tls_files(tmp_path)
+    with RedisServer(tmp_path / "r", tls=files) as server:
+        assert server.url.startswith("rediss://")
+
+        async def main() -> None:
+            sink = sink_of(server.url, tls_ca=str(files.ca), tls_cert=str(files.cert), tls_key=str(files.key))
+            await sink.start()
+            await sink.send([outgoing("syslog", 1)])
+            await sink.close()
+
+        asyncio.run(main())
+        assert [e["msg"] for e in entries(server, "trapgate:events")] == ["m1"]
+
+
 def test_bad_options_are_config_errors() -> None:
     for options, key in (({"url": "http://x"}, "url"), ({"url": "redis://h:0"}, "url"),
                          ({"url": "redis://h:1", "fields": "xml"}, "fields"),
                          ({"url": "redis://h:1", "idmp_maxsize": 20_000}, "r"),
-                         ({"url": "redis://h:1", "maxlen": -1}, "r")):
+                         ({"url": "redis://h:1", "maxlen": -1}, "r"),
+                         ({"url": "redis://h:1", "tls_ca": "ca.pem"}, "rediss")):
         with pytest.raises(ConfigError, match=key):
             sink_of(**options)  # type: ignore[arg-type]
 
