@@ -271,7 +271,8 @@ class _Datagrams:
                 refused = _reported(client) or (OSError(pending, os.strerror(pending)) if pending else None)
         except (OSError, asyncio_dgram.TransportClosed) as exc:
             self.close()
-            raise SinkError(f"datagrams to {host}:{port} failed: {exc}") from None
+            why = _why(exc) if isinstance(exc, OSError) else "socket closed"
+            raise SinkError(f"datagrams to {host}:{port} failed: {why}") from None
         if refused is not None:
             raise SinkError(f"{host}:{port} refused datagrams: {refused.strerror}")
 
@@ -291,6 +292,13 @@ def _reported(client: Any) -> OSError | None:
             first = first or exc
             continue
         return first
+
+
+def _why(exc: OSError) -> str:
+    """An OS or TLS error in a few words (asyncio's connect error hides its errno's text)."""
+    if isinstance(exc, ssl.SSLError) or not exc.errno:
+        return str(exc)
+    return os.strerror(exc.errno)
 
 
 _TCP_OK_STATES = (1, 8)  # ESTABLISHED, CLOSE_WAIT (the peer closed after acknowledging)
@@ -357,7 +365,7 @@ class _Stream:
             await self._acknowledged(connection, transport)
         except OSError as exc:
             self._drop(connection)
-            raise SinkError(f"connection to {self.host}:{self.port} broke: {exc}") from None
+            raise SinkError(f"connection to {self.host}:{self.port} broke: {_why(exc)}") from None
         except asyncio.CancelledError:
             self._drop(connection)  # how much of the batch went out is unknown: it is sent again
             raise
@@ -375,8 +383,7 @@ class _Stream:
                     lambda: _Connection(self.tls is None), self.host, self.port, ssl=self.tls,
                     server_hostname=self.server_name if self.tls else None)
             except OSError as exc:  # ssl.SSLError included
-                raise SinkError(f"cannot connect to {self.host}:{self.port}: "
-                                f"{exc.strerror or exc}") from None
+                raise SinkError(f"cannot connect to {self.host}:{self.port}: {_why(exc)}") from None
             self._connection = connection
             return connection
 
