@@ -100,6 +100,7 @@ class Forwarder:
         counters.received += len(part)
         delay = config.retry_initial
         started = time.monotonic()
+        dropped = sum(counters.dropped.values())
         while True:
             if may_write is not None and not await may_write():
                 return False
@@ -113,10 +114,11 @@ class Forwarder:
                 reason = "timeout" if isinstance(exc, TimeoutError) else "send"
                 counters.errors[reason] += 1
                 self.report(logging.ERROR, f"{counters.component}_{reason}", "sink %s: %s; retrying in %.1fs",
-                            counters.component, exc or f"no answer within {config.timeout}s", delay)
+                            counters.component, str(exc) or f"no answer within {config.timeout}s", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, config.retry_max)
-        counters.sent += len(part)
+        # What the sink dropped (counted by reason: not its kind, rejected) was not sent.
+        counters.sent += len(part) - (sum(counters.dropped.values()) - dropped)
         if counters.latency is not None:
             counters.latency.observe(time.monotonic() - started)
         return True
