@@ -131,6 +131,8 @@ class Controller:
         self.notify_failures = 0
         self.isolated = False
         self._switch: asyncio.Task[None] | None = None
+        self._switching_to = ""  # the role `_switch` asks for
+        self._switch_reason = ""  # why, until the switch is counted
         self._transports: dict[str, asyncio.DatagramTransport] = {}
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -318,6 +320,8 @@ class Controller:
         self._report_change("isolation (peer and every witness lost)", not self.isolated)
         self._send_heartbeats()
         if self._switch is not None and not self._switch.done():
+            if self._switching_to == "master" and self.role == "master":
+                await self._renew_while_promoting()
             return
         if self.role == "master":
             await self._as_master()
@@ -352,6 +356,8 @@ class Controller:
             self.role = "unknown"
         if self.role != old:
             log.warning("gateway role: %s -> %s (epoch %d)", old, self.role, self.epoch)
+            if self._switch is not None and not self._switch.done() and self.role == self._switching_to:
+                self._switched()  # the role is taken; a promotion may still be flushing
             if old != "unknown" or self.role == "master":
                 asyncio.get_running_loop().create_task(self._notify(old, self.role, self.epoch))
 
@@ -404,9 +410,21 @@ class Controller:
                 and not peer.isolated:
             self._start_switch("standby", "unhealthy")
         elif self.healthy() or self.gateway is not None:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                await self._admin("POST", "/role", {"role": "master", "lease": self.c.lease},
-                                  timeout=max(0.1, self.c.lease / 2))
+            await self._renew()
+
+    async def _renew(self) -> None:
+        """Grant the gateway the master role for another term (`lease`)."""
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            await self._admin("POST", "/role", {"role": "master", "lease": self.c.lease},
+                              timeout=max(0.1, self.c.lease / 2))
+
+    async def _renew_while_promoting(self) -> None:
+        """The gateway is master already but still flushes what it held (its POST /role has not
+        returned): its first term must not run out meanwhile. Renewed as a master's is, unless this
+        node is isolated or has lost the arbiter's vote."""
+        if self.isolated or (self._arbiter is not None and not await self._ask_vote()):
+            return
+        await self._renew()
 
     def _promotion_reason(self) -> str | None:
         c = self.c
@@ -440,7 +458,15 @@ class Controller:
     # -- switching -----------------------------------------------------------------
 
     def _start_switch(self, role: str, reason: str) -> None:
+        self._switching_to, self._switch_reason = role, reason
         self._switch = asyncio.get_running_loop().create_task(self._do_switch(role, reason))
+
+    def _switched(self) -> None:
+        """Count the switch in flight once: when the gateway shows the role, or its POST returns."""
+        if self._switch_reason:
+            self.last_switch_at = self.monotonic()
+            self.switchovers[self._switch_reason] += 1
+            self._switch_reason = ""
 
     async def _do_switch(self, role: str, reason: str) -> None:
         log.warning("switching this node to %s (%s)", role, reason)
@@ -450,8 +476,7 @@ class Controller:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.error("the gateway did not switch to %s: %s", role, exc)
             return
-        self.last_switch_at = self.monotonic()
-        self.switchovers[reason] += 1
+        self._switched()
         self.gateway = state
         self.role, self.epoch = state.get("role", self.role), int(state.get("epoch", self.epoch))
         log.warning("this node is %s at epoch %d (%s)", self.role, self.epoch, reason)
