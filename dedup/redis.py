@@ -117,14 +117,19 @@ def _connect(s: RedisSettings, socket_timeout: float | None) -> _Client:
         kwargs["username"] = s.username
     if s.password is not None:
         kwargs["password"] = s.password
+    url = s.url
     if s.tls:
-        kwargs.update(ssl=True, ssl_ca_certs=s.tls_ca, ssl_certfile=s.tls_cert, ssl_keyfile=s.tls_key)
+        kwargs.update(ssl_ca_certs=s.tls_ca, ssl_certfile=s.tls_cert, ssl_keyfile=s.tls_key)
+        if url and url.startswith("redis://"):  # a URL says TLS by its scheme: redis-py refuses ssl=True with one
+            url = "rediss://" + url.removeprefix("redis://")
+        elif not url:
+            kwargs["ssl"] = True
     if s.cluster:
-        if s.url:
-            return RedisCluster.from_url(s.url, **kwargs)
+        if url:
+            return RedisCluster.from_url(url, **kwargs)
         return RedisCluster(host=s.host, port=s.port, **kwargs)
-    if s.url:
-        return Redis.from_url(s.url, **kwargs)
+    if url:
+        return Redis.from_url(url, **kwargs)
     return Redis(host=s.host, port=s.port, db=s.db, **kwargs)
 
 

@@ -731,6 +731,12 @@ def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
 
         run(RedisSettings(port=srv.port, tls=True, tls_ca=str(files.ca), tls_cert=str(files.cert),
                           tls_key=str(files.key)), body)
+        # As a node's config gives it: a URL (either scheme) and `tls = true`.
+        for scheme in ("redis", "rediss"):
+            with srv.client() as c:
+                c.flushall()
+            run(RedisSettings(url=f"{scheme}://{HOST}:{srv.port}", tls=True, tls_ca=str(files.ca),
+                              tls_cert=str(files.cert), tls_key=str(files.key)), body)
 
         def refused(*reasons: str) -> RBody:
             async def body(store: RedisStore) -> None:
