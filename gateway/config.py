@@ -520,7 +520,18 @@ def config_from_dict(data: dict[str, Any], known_formats: typing.Iterable[str]) 
             raise ConfigError(key, f"unknown section (known: {known})")
     config = Config(**sections)
     _validate(config, known_formats)
-    return config
+    return _sinks_know_the_window(config)
+
+
+def _sinks_know_the_window(config: Config) -> Config:
+    """A sink option `dedup_window` left unset (a destination's own duplicate window is checked
+    against it) takes `[dedup] window`."""
+    sinks = {
+        name: dataclasses.replace(s, options=dataclasses.replace(s.options, dedup_window=config.dedup.window))
+        if getattr(s.options, "dedup_window", 0) is None else s
+        for name, s in config.sinks.items()
+    }
+    return dataclasses.replace(config, sinks=sinks)
 
 
 def load_config(path: str | Path, known_formats: typing.Iterable[str]) -> Config:

@@ -2,7 +2,7 @@
 # Install everything the test suite needs, then run all of it.
 #
 # System packages (util-linux logger, Net-SNMP tools, snmptrapd, redis-server,
-# rsyslog and its TLS driver rsyslog-gnutls, curl, iproute2, nftables) come
+# rsyslog and its TLS driver rsyslog-gnutls, curl, iproute2, nftables, nats-server) come
 # from apt when run as root and missing;
 # Python packages go into .venv. The tests start their own servers on loopback,
 # or (tests/ha/test_netns.py, as root) in network namespaces they create.
@@ -19,6 +19,7 @@ compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || need+=(rsyslog-gnutl
 command -v curl >/dev/null || need+=(curl)
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
+command -v nats-server >/dev/null || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq

@@ -82,7 +82,7 @@ class JsonlSink:
             if options.max_bytes and stream.tell() >= options.max_bytes:
                 self._rotate()
         except (OSError, ValueError) as exc:
-            raise SinkError(f"sink {self.counters.component}: {exc}") from None
+            raise SinkError(str(exc)) from None
 
     def _rotate(self) -> None:
         path, keep = self.options.path, self.options.keep

@@ -183,7 +183,7 @@ class NatsSink:
                 if o.stream:
                     await self._check_window(o.stream)
             except NatsError as exc:
-                raise SinkError(f"sink {self.counters.component}: nats stream {o.stream}: {exc!r}") from None
+                raise SinkError(f"nats stream {o.stream}: {exc!r}") from None
             self._prepared = True
 
     async def _create_stream(self) -> None:

@@ -210,7 +210,11 @@ def test_bad_options_are_config_errors() -> None:
         with pytest.raises(ConfigError, match=key):
             config_from_dict({"sinks": {"n": {"type": "nats", **table}}}, FORMATS)
     options = config_from_dict({"sinks": {"n": {"type": "nats"}}}, FORMATS).sinks["n"].options
-    assert options == NatsOptions()
+    assert options == NatsOptions(dedup_window=30.0)  # W: [dedup] window, unless the sink names its own
+    config = config_from_dict({"dedup": {"window": 90}, "sinks": {"n": {"type": "nats"},
+                                                                  "m": {"type": "nats", "dedup_window": 5}}},
+                              FORMATS)
+    assert (config.sinks["n"].options.dedup_window, config.sinks["m"].options.dedup_window) == (90.0, 5.0)
 
 
 @pytest.mark.slow
