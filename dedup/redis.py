@@ -120,7 +120,7 @@ def _connect(s: RedisSettings, socket_timeout: float | None) -> _Client:
     url = s.url
     if s.tls:
         kwargs.update(ssl_ca_certs=s.tls_ca, ssl_certfile=s.tls_cert, ssl_keyfile=s.tls_key)
-        if url and url.startswith("redis://"):  # a URL says TLS by its scheme: redis-py refuses ssl=True with one
+        if url and url.startswith("redis://"):  # a URL says TLS by its scheme (redis-py refuses ssl=True)
             url = "rediss://" + url.removeprefix("redis://")
         elif not url:
             kwargs["ssl"] = True
