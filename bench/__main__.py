@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from bench import ha, redis_store, snmp, syslog
+from bench import ha, redis_store, sinks, snmp, syslog
 from bench.procs import BenchError
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     snmp.register(subparsers)
     ha.register(subparsers)
     redis_store.register(subparsers)
+    sinks.register(subparsers)
     return parser
 
 
