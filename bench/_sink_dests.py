@@ -11,12 +11,15 @@ the run.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import orjson
 import redis
 
@@ -56,6 +59,10 @@ class Destination(Protocol):
         """Free what run `tag` left at the destination (it has been counted)."""
         ...
 
+    def version(self) -> str:
+        """The destination software's version, for the report ("" for a file)."""
+        ...
+
 
 class LineCounter:
     """Newlines appended to a file since the first call, read incrementally."""
@@ -76,6 +83,16 @@ class LineCounter:
         self.offset += len(data)
         self.lines += data.count(b"\n")
         return self.lines
+
+
+def _version_output(argv: list[str], pattern: str) -> str:
+    """The first match of `pattern`'s group in what `argv` prints, or "?"."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    found = re.search(pattern, done.stdout + done.stderr)
+    return found[1] if found else "?"
 
 
 def count_lines(path: Path) -> int:
@@ -107,6 +124,10 @@ class FileDestination:
     def release(self, tag: str) -> None:
         """Delete the run's file."""
         self._path(tag).unlink(missing_ok=True)
+
+    def version(self) -> str:
+        """A file has none."""
+        return ""
 
 
 RSYSLOG_MAIN_QUEUE = 100_000
@@ -184,6 +205,10 @@ class RsyslogDestination(Service):
     def release(self, tag: str) -> None:
         """The file keeps every run."""
 
+    def version(self) -> str:
+        """From ``rsyslogd -v``."""
+        return _version_output([self.process.argv[0], "-v"], r"rsyslogd\s+(\S+)")
+
 
 class SnmptrapdDestination(Snmptrapd):
     """snmptrapd (bench.snmptrapd's settings): one line per trap in its output file."""
@@ -207,6 +232,10 @@ class SnmptrapdDestination(Snmptrapd):
 
     def release(self, tag: str) -> None:
         """The file keeps every run."""
+
+    def version(self) -> str:
+        """From ``snmptrapd --version``."""
+        return _version_output([self.process.argv[0], "--version"], r"NET-SNMP Version:\s+(\S+)")
 
 
 class HttpDestination(Service):
@@ -254,6 +283,10 @@ class HttpDestination(Service):
     def release(self, tag: str) -> None:
         """Counts are small."""
 
+    def version(self) -> str:
+        """The aiohttp the peer runs on (this Python's)."""
+        return f"aiohttp {aiohttp.__version__}"
+
 
 class RedisDestination(RedisProcess):
     """redis-server (persistence off); one stream per run, deleted once counted."""
@@ -262,8 +295,8 @@ class RedisDestination(RedisProcess):
         super().__init__(workdir, HOST, "redis-server")
 
     def options(self, variant: str, tag: str) -> RedisStreamOptions:
-        """The stream ``bench:TAG``, fields flat (the default)."""
-        return RedisStreamOptions(url=self.url, stream=f"bench:{tag}")
+        """The stream ``bench:TAG``, fields laid out as `variant` (flat or json)."""
+        return RedisStreamOptions(url=self.url, stream=f"bench:{tag}", fields=variant)
 
     def delivered(self, tag: str) -> int:
         """XLEN of the run's stream."""
@@ -278,6 +311,10 @@ class RedisDestination(RedisProcess):
         """Delete the run's stream."""
         with redis.Redis(host=self.host, port=self.port, socket_timeout=5.0) as client:
             client.delete(f"bench:{tag}")
+
+    def version(self) -> str:
+        """redis_version of INFO."""
+        return str(self.info("server")["redis_version"])
 
 
 class NatsDestination(Service):
@@ -325,6 +362,11 @@ class NatsDestination(Service):
 
     def release(self, tag: str) -> None:
         """The store is deleted with the benchmark's directory."""
+
+    def version(self) -> str:
+        """From the monitoring endpoint's /varz."""
+        status, body = http_get(f"http://{HOST}:{self.monitor_port}/varz")
+        return str(orjson.loads(body)["version"]) if status == 200 else "?"
 
 
 def messages_in_stream(jsz: dict[str, Any], stream: str) -> int:

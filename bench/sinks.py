@@ -56,6 +56,7 @@ from formats.custom import CustomTrapParser
 from gateway.config import SinkConfig
 from gateway.forward import Forwarder
 from gateway.sinks import sink_type
+from gateway.sinks.redis_stream import supports_idmp
 
 RCVBUF = 32 * 1024 * 1024
 """The receive buffer rsyslogd and snmptrapd ask for (snmptrapd gets at most net.core.rmem_max)."""
@@ -75,7 +76,7 @@ class Case:
 
     name: str
     sink: str
-    variant: str  # the transport (syslog), fsync policy (jsonl) or sink type (http peer)
+    variant: str  # transport (syslog), fsync policy (jsonl), field layout (redis-stream), sink type (http)
     events: str  # "syslog", "snmp" or "custom"
     destination: str
 
@@ -96,7 +97,8 @@ CASES = (
     Case("snmp", "snmp", "2c", "snmp", "snmptrapd"),
     Case("http", "http", "http", "syslog", "http"),
     Case("hinemos", "hinemos", "hinemos", "custom", "http"),
-    Case("redis-stream", "redis-stream", "", "syslog", "redis-server"),
+    Case("redis-stream", "redis-stream", "flat", "syslog", "redis-server"),
+    Case("redis-stream-json", "redis-stream", "json", "syslog", "redis-server"),
     Case("nats", "nats", "", "syslog", "nats-server"),
 )
 SINK_TYPES = ("jsonl", "syslog", "snmp", "http", "hinemos", "redis-stream", "nats")
@@ -324,7 +326,8 @@ COLUMNS = (
 )
 
 
-def _notes(cases: Sequence[Case], skipped: dict[str, str], fs: str, args: argparse.Namespace) -> list[str]:
+def _notes(cases: Sequence[Case], skipped: dict[str, str], fs: str, versions: dict[str, str],
+           args: argparse.Namespace) -> list[str]:
     notes = [
         "CPU: utime+stime of the benchmark process (getrusage RUSAGE_SELF, all threads) over the timed "
         "forwarding only: rendering each event's JSON line, the sink, the forwarder; not the event "
@@ -344,7 +347,10 @@ def _notes(cases: Sequence[Case], skipped: dict[str, str], fs: str, args: argpar
         "as a receiver's batch would be young and few",
     ]
     if any(c.sink == "redis-stream" for c in cases):
-        notes.append("redis-stream: flat fields, no MAXLEN; idempotent XADD (IDMP) only from Redis 8.6")
+        idmp = supports_idmp({"redis_version": versions.get("redis-server", "")})
+        notes.append("redis-stream: fields flat (the default) or json (one field holding the line), no "
+                     f"MAXLEN; redis-server {versions.get('redis-server')}: "
+                     + ("idempotent XADD (IDMP) in use" if idmp else "plain XADD (IDMP needs Redis 8.6)"))
     if any(c.sink == "nats" for c in cases):
         notes.append("nats: JetStream file storage, one stream per run created by the sink (create = true)")
     notes += [f"skipped {name}: {why}" for name, why in skipped.items()]
@@ -376,6 +382,7 @@ def run(args: argparse.Namespace) -> int:
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         fs = filesystem_of(workdir, Path("/proc/mounts").read_text())
         dests = _destinations({c.destination for c in cases}, workdir, stack)
+        versions = {name: dest.version() for name, dest in dests.items() if name != "file"}
         # One untimed pass of each baseline first: the process's first forwarding grows its heap,
         # which would otherwise be charged to whichever case comes first.
         for c in cases:
@@ -399,7 +406,8 @@ def run(args: argparse.Namespace) -> int:
                    "rsyslog_main_queue": RSYSLOG_MAIN_QUEUE, "custom_body_entries": CUSTOM_BODY_ENTRIES,
                    "jsonl_filesystem": fs},
         "host": host_info(),
-        "notes": _notes(cases, skipped, fs, args),
+        "destinations": versions,
+        "notes": _notes(cases, skipped, fs, versions, args),
         "runs": records,
         "summary": summary,
     }

@@ -22,7 +22,7 @@ def _names(types: list[str]) -> list[str]:
     (["jsonl"], ["jsonl", "jsonl-fsync-batch", "jsonl-fsync-interval"]),
     (["snmp"], ["jsonl-snmp", "snmp"]),
     (["hinemos", "syslog"], ["jsonl", "jsonl-custom", "syslog-udp", "syslog-tcp", "hinemos"]),
-    (["nats"], ["jsonl", "nats"]),
+    (["nats", "redis-stream"], ["jsonl", "redis-stream", "redis-stream-json", "nats"]),
 ])
 def test_chosen_sinks_run_with_the_jsonl_baseline_on_their_own_event_format(
     types: list[str], expected: list[str]
