@@ -397,9 +397,15 @@ class Controller:
         """True without an arbiter, or while the arbiter's vote for this node is valid."""
         return self._arbiter is None or self.monotonic() < self.vote_until
 
+    def back_from_isolation(self) -> bool:
+        """True while a node that was isolated has not heard its peer again, for up to `dead_after`
+        after the cut healed: the peer may have taken over meanwhile (unfenced, when it could not
+        reach this node's Redis), and its heartbeats are on their way."""
+        return not self.peer_alive() and self.monotonic() - self.hear_from < self.c.dead_after
+
     async def _as_master(self) -> None:
         peer = self.peer if self.peer_alive() else None
-        if self.isolated:
+        if self.isolated or self.back_from_isolation():
             return  # no renewal: the lease runs out and the gateway stops forwarding
         await self._ask_vote()
         if not self.holds_vote() and peer is None:
@@ -422,7 +428,8 @@ class Controller:
         """The gateway is master already but still flushes what it held (its POST /role has not
         returned): its first term must not run out meanwhile. Renewed as a master's is, unless this
         node is isolated or has lost the arbiter's vote."""
-        if self.isolated or (self._arbiter is not None and not await self._ask_vote()):
+        if self.isolated or self.back_from_isolation() or (
+                self._arbiter is not None and not await self._ask_vote()):
             return
         await self._renew()
 

@@ -188,6 +188,30 @@ def test_back_from_isolation_the_peer_is_dead_only_after_dead_after_of_silence_f
     assert c._promotion_reason() == "peer_dead"
 
 
+def test_a_master_back_from_isolation_renews_its_term_only_once_it_heard_its_peer_or_its_silence() -> None:
+    """netns, master isolated: back from the cut, a renewed its own term before b's first heartbeat
+    arrived, and forwarded at epoch 1 what b had forwarded at epoch 2 (1,085 events under new ids)."""
+    c, clock = controller()
+    c.role = "master"
+    hear(c, clock, beat(role="standby"))
+    assert not c.back_from_isolation()
+    clock.now += 5
+    c.witnesses_ok = False
+    c.update_isolation()
+    c.witnesses_ok = True  # healed; b promoted meanwhile, its heartbeats are on their way
+    c.update_isolation()
+    assert c.back_from_isolation()
+    hear(c, clock, beat(role="master", epoch=2, seq=2))
+    assert not c.back_from_isolation()  # b heard: two masters, the lower epoch steps down
+    c.witnesses_ok = False
+    c.update_isolation()
+    clock.now += 5
+    c.witnesses_ok = True
+    c.update_isolation()
+    clock.now += 1.01  # still silent a full dead_after later: the peer is dead, a goes on
+    assert not c.back_from_isolation()
+
+
 def test_rates_are_per_second_over_the_last_span_and_begin_again_when_the_gateway_restarts() -> None:
     rates = Rates(span=2.0)
     assert rates.per_second() is None
