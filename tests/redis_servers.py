@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import random
 import shutil
 import socket
@@ -31,7 +32,10 @@ import redis
 from bench.procs import die_with_parent
 
 HOST = "127.0.0.1"
-_PORTS = range(20000, 30000)  # + 10000 stays below the ephemeral range for the cluster bus
+# + 10000 stays below the ephemeral range for the cluster bus. TG_TEST_PORTS=LOW-HIGH gives a second
+# pytest running at the same time (scripts/test.sh) ports of its own.
+_low, _high = os.environ.get("TG_TEST_PORTS", "20000-30000").split("-")
+_PORTS = range(int(_low), int(_high))
 
 
 def _bindable(port: int, host: str) -> bool:

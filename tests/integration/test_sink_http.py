@@ -411,7 +411,7 @@ def order_report(seqs: list[int], n: int) -> str:
             f"first step back at {back}: {seqs[max(0, (back or 0) - 3):(back or 0) + 3]}")
 
 
-@pytest.mark.slow
+@pytest.mark.outage
 def test_hinemos_down_30s_under_200_events_per_second_loses_nothing_and_keeps_each_sources_order(
         tmp_path: Path) -> None:
     fake = FakeHinemos(queue_size=2048)

@@ -217,7 +217,7 @@ def test_bad_options_are_config_errors() -> None:
     assert (config.sinks["n"].options.dedup_window, config.sinks["m"].options.dedup_window) == (90.0, 5.0)
 
 
-@pytest.mark.slow
+@pytest.mark.outage
 def test_a_nats_server_stopped_for_30s_under_load_loses_nothing_and_keeps_each_sources_order(
         nats_server: NatsServer) -> None:
     config = SinkConfig("nats", timeout=2.0, retry_max=1.0)

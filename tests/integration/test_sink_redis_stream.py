@@ -174,7 +174,7 @@ def test_a_server_down_at_start_is_no_error_and_sends_work_once_it_is_up(tmp_pat
         server.stop()
 
 
-@pytest.mark.slow
+@pytest.mark.outage
 def test_a_redis_stopped_for_30s_under_load_loses_nothing_and_keeps_each_sources_order(
         tmp_path: Path) -> None:
     require_redis_server()

@@ -337,7 +337,7 @@ def test_trapgate_forwards_a_trap_from_snmptrap_to_snmptrapd_with_keep_source_re
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.outage
 def test_informs_to_a_manager_down_for_30_s_under_load_are_all_delivered(tmp_path: Path) -> None:
     trapd = Snmptrapd(tmp_path / "trapd").start()
     (tmp_path / "gw").mkdir()

@@ -261,7 +261,7 @@ def first_occurrences(values: Sequence[int]) -> list[int]:
     return [v for v in values if not (v in seen or seen.add(v))]  # type: ignore[func-returns-value]
 
 
-@pytest.mark.slow
+@pytest.mark.outage
 @pytest.mark.parametrize("receiver", ["tcp", "tls"], indirect=True)
 def test_a_receiver_stopped_30s_under_load_then_restarted_gets_every_event_in_order(
         receiver: Rsyslog) -> None:
