@@ -52,20 +52,23 @@ class Node(GatewayProcess):
     def __init__(self, name: str, host: str, workdir: Path, redis: RedisServer | None,
                  peer_redis: RedisServer | None, role: str, ha: dict[str, Any] | None = None,
                  cluster_url: str = "", controller: dict[str, Any] | None = None,
-                 admin_host: str | None = None, prefix: Sequence[str] = ()) -> None:
+                 admin_host: str | None = None, prefix: Sequence[str] = (),
+                 sinks: dict[str, Any] | None = None) -> None:
         self.name, self.host, self.workdir = name, host, workdir
         self.prefix = list(prefix)
         admin_host = admin_host or host
         self.controller_table = controller
         workdir.mkdir(parents=True, exist_ok=True)
         self.syslog_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
-        self.snmp_port = free_port()
+        self.snmp_port, self.syslog_tcp_port = free_port(), free_port()
         self.out = workdir / "out.jsonl"
         self.config = workdir / "trapgate.toml"
         self.config.write_text(render_toml({
             "node": {"name": name},
             "receivers": {
                 "syslog": {"type": "udp", "format": "syslog", "address": f"{host}:{self.syslog_port}"},
+                "syslog_tcp": {"type": "tcp", "format": "syslog",
+                               "address": f"{host}:{self.syslog_tcp_port}"},
                 "custom": {"type": "http", "format": "custom", "address": f"{host}:{self.http_port}"},
                 "snmp": {"type": "snmp", "address": f"{host}:{self.snmp_port}", "communities": ["public"],
                          "engine_boots_file": str(workdir / "engine-boots")},
@@ -77,7 +80,8 @@ class Node(GatewayProcess):
             else {"local": cluster_url, "cluster": True, "socket_timeout": 1.0},
             "ha": {"role": role, "token": TOKEN, "grace": 1.0, "check_after": 0.2,
                    "spool": str(workdir / "spool"), **(ha or {})},
-            "sink": {"type": "file", "path": str(self.out)},
+            # `out` is always a sink: the checks read it; `sinks` are more.
+            "sinks": {"out": {"type": "jsonl", "path": str(self.out)}, **(sinks or {})},
             "quarantine": {"path": str(workdir / "quarantine.jsonl")},
             "pipeline": {"flush_ms": 5.0},
             **({"controller": controller} if controller is not None else {}),
@@ -204,6 +208,7 @@ class Device:
 
     def __post_init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.streams: dict[str, socket.socket] = {}  # node name -> its syslog TCP connection
 
     def _targets(self) -> list[Node]:
         return [n for n in self.nodes if self.rng.random() >= self.loss]
@@ -222,6 +227,33 @@ class Device:
             self.sock.sendto(line, (node.host, node.syslog_port))
         self._record(text or seq, targets, when)
         return text or seq
+
+    def syslog_tcp(self) -> str:
+        """One syslog message over TCP (RFC 6587 octet counting), on a connection per node kept open.
+
+        A copy counts as received by a node only when the write succeeded; a
+        refused or broken connection (the node died) is opened again next time.
+        """
+        self.seq += 1
+        seq = f"p{self.seq}"
+        line = f"<134>1 2026-01-01T00:00:00Z dev1 app - - - {seq}".encode()
+        frame = f"{len(line)} ".encode() + line
+        got = []
+        when = time.monotonic()
+        for node in self._targets():
+            try:
+                stream = self.streams.get(node.name)
+                if stream is None:
+                    stream = socket.create_connection((node.host, node.syslog_tcp_port), timeout=0.2)
+                    self.streams[node.name] = stream
+                stream.sendall(frame)
+                got.append(node)
+            except OSError:
+                broken = self.streams.pop(node.name, None)
+                if broken is not None:
+                    broken.close()
+        self._record(seq, got, when)
+        return seq
 
     def custom(self) -> str:
         self.seq += 1
@@ -249,16 +281,19 @@ class Device:
         return seq
 
     def run(self, count: int, rate: float, custom_every: int = 0, snmp_every: int = 0,
-            repeat_every: int = 0) -> None:
+            repeat_every: int = 0, tcp_every: int = 0) -> None:
         """`count` events at about `rate` per second; every `custom_every`-th a custom
-        trap, every `snmp_every`-th an SNMP trap, every `repeat_every`-th a syslog
-        text sent 2 or 3 times in a row (identical occurrences), the rest syslog."""
+        trap, every `snmp_every`-th an SNMP trap, every `tcp_every`-th a syslog message
+        over TCP, every `repeat_every`-th a syslog text sent 2 or 3 times in a row
+        (identical occurrences), the rest syslog over UDP."""
         start = time.monotonic()
         for i in range(count):
             if custom_every and i % custom_every == 0:
                 self.custom()
             elif snmp_every and i % snmp_every == 1:
                 self.snmp()
+            elif tcp_every and i % tcp_every == 2:
+                self.syslog_tcp()
             elif repeat_every and i % repeat_every == repeat_every - 1:
                 text = f"r{self.seq + 1}"
                 for _ in range(self.rng.choice((2, 3))):
@@ -393,20 +428,20 @@ def fault_report(
     return lost, doubled
 
 
+TCP_EVERY = 100  # in scenarios that send syslog over TCP too: every 100th event
+
+
 class Load(threading.Thread):
     """A `Device.run` in a thread of its own; `join` re-raises what the sender raised."""
 
-    def __init__(self, device: Device, count: int, rate: float, repeat_every: int, custom_every: int = 0,
-                 snmp_every: int = 0) -> None:
+    def __init__(self, device: Device, count: int, rate: float, **mix: int) -> None:
         super().__init__(daemon=True, name="load")
-        self.device, self.count, self.rate, self.repeat_every = device, count, rate, repeat_every
-        self.custom_every, self.snmp_every = custom_every, snmp_every
+        self.device, self.count, self.rate, self.mix = device, count, rate, mix
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.device.run(self.count, self.rate, custom_every=self.custom_every, snmp_every=self.snmp_every,
-                            repeat_every=self.repeat_every)
+            self.device.run(self.count, self.rate, **self.mix)
         except BaseException as exc:  # handed to the joining thread
             self.error = exc
 
@@ -418,10 +453,11 @@ class Load(threading.Thread):
 
 
 def load_in_background(device: Device, count: int, rate: float, repeat_every: int = 50,
-                       custom_every: int = 0, snmp_every: int = 0) -> Load:
+                       custom_every: int = 0, snmp_every: int = 0, tcp_every: int = 0) -> Load:
     """Start sending `count` events at `rate`/s (every `repeat_every`-th sent 2-3 times; see
-    `Device.run` for custom and SNMP traps) in a thread."""
-    load = Load(device, count, rate, repeat_every, custom_every, snmp_every)
+    `Device.run` for custom traps, SNMP traps and syslog over TCP) in a thread."""
+    load = Load(device, count, rate, repeat_every=repeat_every, custom_every=custom_every,
+                snmp_every=snmp_every, tcp_every=tcp_every)
     load.start()
     return load
 

@@ -24,6 +24,7 @@ import pytest
 from tests.ha.conftest import (
     PATHS,
     ROOT,
+    TCP_EVERY,
     ControlledPair,
     Device,
     Load,
@@ -85,7 +86,7 @@ def report(name: str, switchover: float | None, device: Device,
 def kill_master_gateway(pair: ControlledPair, device: Device) -> tuple[float | None, set[str], int, Load]:
     """SIGKILL a's gateway 1 s into a 4 s load; (switchover seconds, ids a had in flight,
     a's epoch before, the load)."""
-    load = load_in_background(device, 4 * RATE, RATE)
+    load = load_in_background(device, 4 * RATE, RATE, tcp_every=TCP_EVERY)
     time.sleep(1.0)
     epoch = int(pair.ctl_a.status()["epoch"])
     fault = time.monotonic()
@@ -99,7 +100,7 @@ def test_election_at_start_makes_the_preferred_node_the_only_forwarder(
         controlled_pair: ControlledPair) -> None:
     p = controlled_pair
     device = Device(p.nodes, loss=LOSS)
-    load = load_in_background(device, 2 * RATE, RATE)
+    load = load_in_background(device, 2 * RATE, RATE, tcp_every=TCP_EVERY)
     time.sleep(1.2)
     shown = trapgate("status", "-c", str(p.b.config), "--json")
     printed = trapgate("status", "-c", str(p.b.config))
@@ -185,7 +186,7 @@ def test_master_controller_killed_its_gateway_stops_within_the_lease(controlled_
 def test_node_death_standby_takes_over_within_two_seconds(controlled_pair: ControlledPair) -> None:
     p = controlled_pair
     device = Device(p.nodes, loss=LOSS)
-    load = load_in_background(device, 4 * RATE, RATE)
+    load = load_in_background(device, 4 * RATE, RATE, tcp_every=TCP_EVERY)
     time.sleep(1.0)
     epoch = int(p.ctl_a.status()["epoch"])
     fault = time.monotonic()

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.ha.conftest import (
+    TCP_EVERY,
     Device,
     Load,
     Pair,
@@ -43,7 +44,7 @@ def one_forwarder_per_epoch(pair: Pair) -> bool:
 
 def test_standby_killed_under_load_loses_nothing_and_doubles_nothing(pair: Pair) -> None:
     device = Device(pair.nodes, loss=LOSS)
-    load = load_in_background(device, 4 * RATE, RATE)
+    load = load_in_background(device, 4 * RATE, RATE, tcp_every=TCP_EVERY)
     time.sleep(1.5)
     pair.b.kill()
     load.join()
@@ -56,7 +57,7 @@ def test_standby_killed_under_load_loses_nothing_and_doubles_nothing(pair: Pair)
 
 def kill_master_under_load(pair: Pair, device: Device) -> tuple[set[str], dict[str, object], Load]:
     """Kill a 1 s into a 3 s load, promote b by hand; the ids a had in flight, b's state, the load."""
-    load = load_in_background(device, 3 * RATE, RATE)
+    load = load_in_background(device, 3 * RATE, RATE, tcp_every=TCP_EVERY)
     time.sleep(1.0)
     pair.a.kill()
     device.nodes = [pair.b]
@@ -71,7 +72,7 @@ def test_master_killed_then_restarted_with_its_config_rejoins_as_standby(pair: P
     in_flight, promoted, load = kill_master_under_load(pair, device)
     load.join()
 
-    load = load_in_background(device, 3 * RATE, RATE)
+    load = load_in_background(device, 3 * RATE, RATE, tcp_every=TCP_EVERY)
     device.nodes = [a, b]
     a.restart()  # ha.role = "master" in its config, but b is master now
     rejoined = a.status()["role"]
@@ -95,7 +96,7 @@ def test_master_killed_then_restarted_with_its_config_rejoins_as_standby(pair: P
 def test_paused_master_forwards_nothing_after_waking_and_steps_down(pair: Pair) -> None:
     a, b = pair.a, pair.b
     device = Device(pair.nodes, loss=LOSS)
-    load = load_in_background(device, 8 * RATE, RATE)
+    load = load_in_background(device, 8 * RATE, RATE, tcp_every=TCP_EVERY)
     time.sleep(1.0)
     a.pause()
     try:
@@ -130,7 +131,7 @@ def test_paused_master_forwards_nothing_after_waking_and_steps_down(pair: Pair) 
 def test_master_killed_while_the_replica_lags_duplicates_only_its_spool(pair: Pair) -> None:
     a, b = pair.a, pair.b
     device = Device(pair.nodes, loss=LOSS)
-    load = load_in_background(device, 4 * RATE, RATE)
+    load = load_in_background(device, 4 * RATE, RATE, tcp_every=TCP_EVERY)
     time.sleep(1.0)
     pause_redis(pair.redis_b)
     try:
@@ -166,7 +167,7 @@ def test_rejoin_then_switchback_by_hand_doubles_nothing_and_leaves_one_primary(p
     wait_quiet(pair.nodes)
     dups_before = duplicate_ids(pair.nodes)
 
-    load = load_in_background(device, 3 * RATE, RATE)
+    load = load_in_background(device, 3 * RATE, RATE, tcp_every=TCP_EVERY)
     time.sleep(1.0)
     handed = b.set_role("standby")
     taken = a.set_role("master")
@@ -195,7 +196,7 @@ def test_master_redis_killed_then_standby_promoted_forwards_what_only_the_old_ma
     against its dead Redis and held everything only it received (636 to 690 events lost a run)."""
     a, b = pair.a, pair.b
     device = Device(pair.nodes, loss=LOSS)
-    load = load_in_background(device, 5 * RATE, RATE)
+    load = load_in_background(device, 5 * RATE, RATE, tcp_every=TCP_EVERY)
     time.sleep(1.0)
     pair.redis_a.kill()
     time.sleep(0.5)

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.ha.conftest import (
+    TCP_EVERY,
     ControlledPair,
     Device,
     Node,
@@ -131,7 +132,8 @@ def netns_pair(tmp_path: Path, **options: Any) -> Iterator[tuple[ControlledPair,
 def test_node_death_in_a_namespace_standby_takes_over_within_two_seconds(tmp_path: Path) -> None:
     with netns_pair(tmp_path) as (p, _):
         device = Device(p.nodes, loss=LOSS)
-        load = load_in_background(device, 4 * RATE, RATE, custom_every=CUSTOM_EVERY, snmp_every=SNMP_EVERY)
+        load = load_in_background(device, 4 * RATE, RATE, custom_every=CUSTOM_EVERY, snmp_every=SNMP_EVERY,
+                                  tcp_every=TCP_EVERY)
         time.sleep(1.0)
         epoch = int(p.ctl_a.status()["epoch"])
         pending_b = p.b.status()["role"]["pending"]
@@ -168,7 +170,8 @@ def test_dedicated_link_cut_changes_nothing(tmp_path: Path) -> None:
         device = Device(p.nodes, loss=LOSS)
         timeline = RoleTimeline(p)
         timeline.start()
-        load = load_in_background(device, 6 * RATE, RATE, custom_every=CUSTOM_EVERY, snmp_every=SNMP_EVERY)
+        load = load_in_background(device, 6 * RATE, RATE, custom_every=CUSTOM_EVERY, snmp_every=SNMP_EVERY,
+                                  tcp_every=TCP_EVERY)
         time.sleep(1.0)
         fault = time.monotonic()
         with topo.cut("dedicated") as cut:
@@ -203,7 +206,8 @@ def test_both_heartbeat_paths_cut_with_arbiter_gives_one_forwarder(tmp_path: Pat
         device = Device(p.nodes, loss=LOSS)
         timeline = RoleTimeline(p)
         timeline.start()
-        load = load_in_background(device, 7 * RATE, RATE, custom_every=CUSTOM_EVERY, snmp_every=SNMP_EVERY)
+        load = load_in_background(device, 7 * RATE, RATE, custom_every=CUSTOM_EVERY, snmp_every=SNMP_EVERY,
+                                  tcp_every=TCP_EVERY)
         time.sleep(1.0)
         fault = time.monotonic()
         with topo.cut("service") as service, topo.cut("dedicated") as dedicated:

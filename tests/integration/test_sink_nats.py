@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import socket
-import subprocess
 import time
 import tomllib
 from collections.abc import Iterator
@@ -17,60 +15,19 @@ import orjson
 import pytest
 from nats.aio.client import Client
 
-from bench.procs import die_with_parent
 from formats import Event
 from gateway.config import SinkConfig, config_from_dict
 from gateway.errors import ConfigError, SinkError
 from gateway.sinks import Outgoing, open_sinks
 from gateway.sinks.nats import NatsOptions, NatsSink
 from tests.integration.harness import Trapgate
-from tests.redis_servers import HOST, free_port
+from tests.nats_server import NatsServer
+from tests.redis_servers import HOST
 from tests.sink_load import check_complete_and_ordered, drive
 from tests.toml_render import render_toml
 
 pytestmark = pytest.mark.integration
 FORMATS = ("syslog", "snmp", "custom")
-
-
-class NatsServer:
-    """One ``nats-server -js`` on a free loopback port, its store in `workdir` (kept across restarts)."""
-
-    def __init__(self, workdir: Path) -> None:
-        if shutil.which("nats-server") is None:
-            pytest.skip("nats-server not found on PATH")
-        self.port = free_port()
-        self.dir = workdir / f"nats-{self.port}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://{HOST}:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> NatsServer:
-        with open(self.dir / "server.log", "ab") as out:
-            self.proc = subprocess.Popen(
-                ["nats-server", "-js", "-a", HOST, "-p", str(self.port), "-sd", str(self.dir / "store")],
-                stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-        deadline = time.monotonic() + timeout
-        while "Server is ready" not in self.log():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nats-server on {self.port} did not start:\n{self.log()[-2000:]}")
-            time.sleep(0.02)
-        return self
-
-    def log(self) -> str:
-        path = self.dir / "server.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
