@@ -507,15 +507,16 @@ class Pair:
         return [self.a, self.b]
 
 
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
+@contextmanager
+def running_pair(tmp_path: Path, sinks: dict[str, Any] | None = None) -> Iterator[Pair]:
+    """a (master) on 127.0.0.2 and b (standby) on 127.0.0.3, each with its Redis, b's replicating a's;
+    `sinks` are added to both nodes' `out` file. Stopped at the end; a traceback in a log fails."""
     redis_a = RedisServer(tmp_path / "ra", host="127.0.0.2").start()
     redis_b = RedisServer(tmp_path / "rb", host="127.0.0.3", replicaof=redis_a).start()
-    a = Node("a", "127.0.0.2", tmp_path / "a", redis_a, redis_b, "master").start()
-    b = Node("b", "127.0.0.3", tmp_path / "b", redis_b, redis_a, "standby").start()
-    p = Pair(a, b, redis_a, redis_b)
+    a = Node("a", "127.0.0.2", tmp_path / "a", redis_a, redis_b, "master", sinks=sinks).start()
+    b = Node("b", "127.0.0.3", tmp_path / "b", redis_b, redis_a, "standby", sinks=sinks).start()
     try:
-        yield p
+        yield Pair(a, b, redis_a, redis_b)
     finally:
         for node in (a, b):
             node.stop()
@@ -523,6 +524,12 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
             assert "Traceback" not in log, log
         redis_b.stop()
         redis_a.stop()
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    with running_pair(tmp_path) as p:
+        yield p
 
 
 @pytest.fixture

@@ -25,15 +25,14 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from tests.ha.conftest import (
     Device,
-    Node,
     Pair,
     duplicate_ids,
     fault_report,
     load_in_background,
+    running_pair,
     wait_quiet,
 )
 from tests.nats_server import NatsServer
-from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.ha
 
@@ -47,19 +46,10 @@ def nats_pair(tmp_path: Path) -> Iterator[tuple[Pair, NatsServer]]:
     server = NatsServer(tmp_path).start()
     sinks = {"js": {"type": "nats", "servers": [server.url], "subject": SUBJECT, "stream": STREAM,
                     "create": True, "duplicate_window": 120.0}}
-    redis_a = RedisServer(tmp_path / "ra", host="127.0.0.2").start()
-    redis_b = RedisServer(tmp_path / "rb", host="127.0.0.3", replicaof=redis_a).start()
-    a = Node("a", "127.0.0.2", tmp_path / "a", redis_a, redis_b, "master", sinks=sinks).start()
-    b = Node("b", "127.0.0.3", tmp_path / "b", redis_b, redis_a, "standby", sinks=sinks).start()
     try:
-        yield Pair(a, b, redis_a, redis_b), server
+        with running_pair(tmp_path, sinks) as pair:
+            yield pair, server
     finally:
-        for node in (a, b):
-            node.stop()
-            log = (node.workdir / "stderr.log").read_text()
-            assert "Traceback" not in log, log
-        redis_b.stop()
-        redis_a.stop()
         server.stop()
 
 
