@@ -19,12 +19,14 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.errors import ListenError
 from gateway.failover._heartbeat import Opener, seal
 
 log = logging.getLogger(__name__)
@@ -89,8 +91,13 @@ class _Protocol(asyncio.DatagramProtocol):
 async def run_arbiter(host: str, port: int, key: bytes, vote_lease: float) -> None:
     """Serve votes on UDP `host`:`port` until SIGINT or SIGTERM."""
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(Arbiter(key, vote_lease)),
-                                                       local_addr=(host, port))
+    try:
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(Arbiter(key, vote_lease)),
+                                                           local_addr=(host, port))
+    except OSError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc  # uvloop wraps the reason
+        reason = os.strerror(cause.errno) if cause.errno else str(cause)
+        raise ListenError("arbiter", f"{host}:{port}", reason.lower()) from None
     log.warning("arbiter on %s:%d, vote lease %.1fs", host, port, vote_lease)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -63,6 +63,15 @@ def test_port_in_use_ends_with_one_line_naming_the_address(tmp_path: Path) -> No
     )
 
 
+def test_witness_on_a_busy_port_ends_with_one_line_naming_the_address() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+        r = run_cli("witness", "--listen", address, "--key", "k")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == f"trapgate: cannot listen on {address} (arbiter): address already in use"
+
+
 def test_unwritable_out_file_is_one_line(tmp_path: Path) -> None:
     node = Trapgate(tmp_path)
     r = run_cli("run", "-c", str(node.config), "--out", str(tmp_path / "no" / "such" / "dir.jsonl"))
