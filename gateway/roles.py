@@ -47,6 +47,13 @@ class RoleError(GatewayError):
     reason = "role"
 
 
+# On promotion, how long the peer's Redis may take to say its epoch and role. A live one answers in
+# about a millisecond; one that does not answer (its node is dead or cut off) should not hold the
+# switchover up for a connect or socket timeout: its master has stopped within its lease anyway,
+# and it is fenced as soon as it is reachable again.
+_PEER_ANSWERS_WITHIN = 0.3
+
+
 def redis_settings(config: RedisConfig, which: str) -> RedisSettings:
     """`RedisSettings` for `redis.local` or `redis.peer`."""
     url = getattr(config, which)
@@ -171,11 +178,12 @@ class Roles:
         local_epoch = (await local.read_epoch())[0]
         peer_epoch, peer_role = 0, None
         if peer is not None:
-            try:
-                peer_epoch = (await peer.read_epoch())[0]
-                peer_role = await peer.role()
-            except StoreError as exc:
-                log.warning("the peer's Redis does not answer (%s); promoting without it", exc.reason)
+            try:  # both at once, and briefly: a peer that cannot be reached delays the switchover
+                async with asyncio.timeout(_PEER_ANSWERS_WITHIN):
+                    (peer_epoch, _), peer_role = await asyncio.gather(peer.read_epoch(), peer.role())
+            except (StoreError, TimeoutError) as exc:
+                reason = getattr(exc, "reason", f"no answer within {_PEER_ANSWERS_WITHIN}s")
+                log.warning("the peer's Redis does not answer (%s); promoting without it", reason)
         epoch = max(local_epoch, peer_epoch, current.epoch) + 1
         if peer is not None and peer_role is not None and peer_role.role == "master":
             await peer.raise_epoch(epoch, self.node)  # its master's next write is refused
