@@ -324,32 +324,32 @@ def test_a_master_holds_what_it_receives_for_degrade_after_when_its_store_fails(
 
 
 class LosesReplies(RedisStore):
-    """A real store whose next `numbers` numbering calls and `claims` claims run on the server, but
-    whose replies never arrive: the caller sees a timeout after its request went out."""
+    """A real store whose next `numbers` numbering calls, `claims` claims and `takes` takes run on
+    the server, but whose replies never arrive: the caller sees a timeout after its request went out."""
 
     def __init__(self, redis: RedisServer, numbers: int = 0, claims: int = 0, takes: int = 0) -> None:
         super().__init__(RedisSettings(port=redis.port))
-        self.numbers, self.claims, self.takes = numbers, claims, takes
+        self.to_lose = {"number": numbers, "claim": claims, "take_ids": takes}
+
+    def _lose(self, call: str) -> None:
+        """After `call` ran: raise a timeout if its next reply is to be lost."""
+        if self.to_lose[call]:
+            self.to_lose[call] -= 1
+            raise StoreError("the reply was lost", "timeout")
 
     async def take_ids(self, *args: Any, **kwargs: Any) -> list[int]:
         taken = await super().take_ids(*args, **kwargs)
-        if self.takes:
-            self.takes -= 1
-            raise StoreError("the reply was lost", "timeout")
+        self._lose("take_ids")
         return taken
 
     async def number(self, *args: Any, **kwargs: Any) -> list[str]:
         ids = await super().number(*args, **kwargs)
-        if self.numbers:
-            self.numbers -= 1
-            raise StoreError("the reply was lost", "timeout")
+        self._lose("number")
         return ids
 
     async def claim(self, *args: Any, **kwargs: Any) -> tuple[list[str], list[bool]]:
         result = await super().claim(*args, **kwargs)
-        if self.claims:
-            self.claims -= 1
-            raise StoreError("the reply was lost", "timeout")
+        self._lose("claim")
         return result
 
 
