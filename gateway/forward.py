@@ -101,16 +101,19 @@ class Forwarder:
         delay = config.retry_initial
         started = time.monotonic()
         dropped = sum(counters.dropped.values())
+        failures = 0
         while True:
             if may_write is not None and not await may_write():
                 return False
+            if failures:
+                counters.retried += len(part)
             try:
                 async with asyncio.timeout(config.timeout):
                     await sink.send(part)
                 break
             except (SinkError, TimeoutError) as exc:
                 counters.failed += len(part)
-                counters.retried += len(part)
+                failures += 1
                 reason = "timeout" if isinstance(exc, TimeoutError) else "send"
                 counters.errors[reason] += 1
                 self.report(logging.ERROR, f"{counters.component}_{reason}", "sink %s: %s; retrying in %.1fs",
