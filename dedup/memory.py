@@ -201,6 +201,11 @@ class MemoryStore:
         self._claims.enforce_cap()
         return won
 
+    def held(self, ids: Sequence[str], now: float) -> list[bool]:
+        """For each id, True while a claim on it is live at `now` (nothing changes)."""
+        held = self._claims.expires
+        return [held.get(key, 0.0) > now for key in ids]
+
     def live_ids(self, now: float) -> list[str]:
         """Every claimed id not expired at `now`, oldest first."""
         self._claims.expire(now)

@@ -12,7 +12,12 @@ clock names them), and a copy the other node numbered in the store may carry
 another window tag for the same occurrence. Window tags are opening times, and
 two windows of one fingerprint in one store open at least a window apart, so
 an id whose fingerprint and occurrence match one forwarded here, in a window
-opened less than a window away, is the same occurrence (`forwarded_here`).
+opened less than a window away, is the same occurrence (`choose`).
+
+An id `choose` hands out is in hand until it is forwarded (`add_forwarded`)
+or given back (`release`: its sink write did not happen, the role was lost):
+two takes of one id never both choose it, and a take whose forward failed
+never makes a later take drop the id as forwarded.
 """
 
 from __future__ import annotations
@@ -35,14 +40,20 @@ class LocalRecord:
         self._unfolded: deque[tuple[float, Sequence[str], bool]] = deque()
         # "fingerprint-occurrence" -> the tag (ms) of the window it was forwarded in, oldest first.
         self._occurrences: OrderedDict[str, int] = OrderedDict()
+        self._in_hand: set[str] = set()  # chosen by `choose`, neither forwarded nor released yet
 
     def add_numbered(self, ids: Sequence[str]) -> None:
         """Remember ids this node numbered."""
         self._add(ids, False)
 
     def add_forwarded(self, ids: Sequence[str]) -> None:
-        """Remember ids this node forwarded."""
+        """Remember ids this node forwarded (they are no longer in hand)."""
+        self._in_hand.difference_update(ids)
         self._add(ids, True)
+
+    def release(self, ids: Sequence[str]) -> None:
+        """Ids `choose` handed out that were not forwarded: a later take may choose them again."""
+        self._in_hand.difference_update(ids)
 
     def _add(self, ids: Sequence[str], forwarded: bool) -> None:
         now = self.clock()
@@ -78,15 +89,24 @@ class LocalRecord:
         """Every id this node forwarded within the window, oldest first."""
         return self.as_store().live_ids(self.clock())
 
-    def not_forwarded_here(self, ids: Sequence[str]) -> list[bool]:
+    def in_hand(self, event_id: str) -> bool:
+        """True while `choose` has handed `event_id` out and it is neither forwarded nor released."""
+        return event_id in self._in_hand
+
+    def choose(self, ids: Sequence[str]) -> list[bool]:
         """For each id, True unless this node forwarded it, or the same occurrence under another
-        window tag (see the module docstring), within the window; notes them forwarded."""
-        fresh = self.as_store().claim_ids(ids, self.window, self.clock())
-        occurrences, window_ms = self._occurrences, self.window * 1000
-        for i, event_id in enumerate(ids):
-            if fresh[i]:
+        window tag (see the module docstring), within the window, or has it in hand; the ids it
+        chooses are in hand until `add_forwarded` or `release`."""
+        forwarded = self.as_store().held(ids, self.clock())
+        occurrences, window_ms, in_hand = self._occurrences, self.window * 1000, self._in_hand
+        chosen = []
+        for event_id, done in zip(ids, forwarded, strict=True):
+            fresh = not done and event_id not in in_hand
+            if fresh:
                 fp, tag, k = split_id(event_id)
                 seen = occurrences.get(f"{fp}-{k}")
-                if seen is not None and abs(seen - int(tag, 16)) < window_ms:
-                    fresh[i] = False
-        return fresh
+                fresh = seen is None or abs(seen - int(tag, 16)) >= window_ms
+            if fresh:
+                in_hand.add(event_id)
+            chosen.append(fresh)
+        return chosen

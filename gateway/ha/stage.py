@@ -213,6 +213,7 @@ class HaStage:
 
     def hand_back(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
         """Numbered events a master could not send (it stepped down): the standby loop holds them."""
+        self.local.release(ids)
         self._returned += zip(events, fps, ids, strict=True)
         self._wake.set()
 
@@ -369,7 +370,8 @@ class HaStage:
                     del entries[i]
         except BaseException as exc:
             # Not flushed: back into the buffer, for the next round or the standby side (or the
-            # hand-over on stopping, when cancelled).
+            # hand-over on stopping, when cancelled), and out of hand for the next take.
+            self.local.release(list(entries))
             self._add_pending([e.event for e in entries.values()], [e.fp for e in entries.values()],
                               list(entries))
             if isinstance(exc, StoreError):
@@ -408,8 +410,13 @@ class HaStage:
         decoded = [decode_rescue(payload) for _, payload in entries]
         ids = [event_id for _, _, event_id in decoded]
         chosen = [d for d, take in zip(decoded, await self._take(ids), strict=True) if take]
-        if not await self.master.forward_taken([d[0] for d in chosen], [d[1] for d in chosen],
-                                               [d[2] for d in chosen]):
+        try:
+            forwarded = await self.master.forward_taken([d[0] for d in chosen], [d[1] for d in chosen],
+                                                        [d[2] for d in chosen])
+        except BaseException:
+            self.local.release([d[2] for d in chosen])
+            raise
+        if not forwarded:
             return 0  # handed back; the entries stay unacknowledged for the next master
         await self.store.rescue_ack([entry_id for entry_id, _ in entries])
         return len(chosen)
@@ -418,19 +425,21 @@ class HaStage:
         """Which of these handed-over ids to forward now: taken in the store, not forwarded here.
 
         An id taken at this epoch before (3) is chosen too unless this node
-        has it in hand or forwarded it: the reply to that take was lost.
-        (`not_forwarded_here` notes what it answers for, so two takes of one
-        id never both choose it.) An id this node forwarded under another
-        window tag (numbered while the store could not be reached, see
-        `LocalRecord`) is marked forwarded in the store instead, so that the
-        standby drops it.
+        has it in hand or forwarded it: the reply to that take was lost. The
+        chosen ids are in hand (`LocalRecord.choose`) until forwarded; the
+        caller releases what it could not forward. An id this node forwarded
+        under another window tag (numbered while the store could not be
+        reached, see `LocalRecord`) is marked forwarded in the store instead,
+        so that the standby drops it.
         """
         taken = await self.store.take_ids(ids, self.window)
-        fresh = self.local.not_forwarded_here(ids)
-        aliases = [i for i, t, f in zip(ids, taken, fresh, strict=True) if t == 1 and not f]
+        fresh = self.local.choose(ids)
+        aliases = [i for i, t, f in zip(ids, taken, fresh, strict=True)
+                   if t == 1 and not f and not self.local.in_hand(i)]
         if aliases:
             await self.store.mark_forwarded(aliases, self.window)
         chosen = [t in (1, 3) and f for t, f in zip(taken, fresh, strict=True)]
+        self.local.release([i for i, t, f in zip(ids, taken, fresh, strict=True) if f and t not in (1, 3)])
         self.counters.dropped["forwarded_already"] += chosen.count(False)
         return chosen
 
@@ -574,8 +583,9 @@ class HaStage:
         now = self.monotonic()
         return {
             "pending_events": self.pending_count(),
-            # As standby: how far behind this node's receiving the master's forwarding is.
-            "master_behind_seconds": self.pending.behind(self.clock()),
+            # As standby: how far behind this node's receiving the master's forwarding is (0 with
+            # nothing pending: nothing waits for the master; 0 on a master).
+            "master_behind_seconds": self.pending.behind(self.clock()) if len(self.pending) else 0.0,
             "degraded": 1.0 if self.master.degraded else 0.0,
             "epoch": self._lease.epoch,
             "master": 1.0 if self.forwarding() else 0.0,

@@ -31,8 +31,17 @@ def test_local_record_knows_an_occurrence_forwarded_under_another_window_tag() -
     # The standby numbered the same occurrences in windows it saw open 20 s later; another
     # fingerprint, another occurrence, and a window a full window later are other events.
     ids = ["f-3ed620-1", "g-3ed620-1", "h-3ed620-1", "f-3f2440-1"]
-    assert record.not_forwarded_here(ids) == [False, True, True, True]
-    assert record.not_forwarded_here(["f-3e8000-1"]) == [False]
+    assert record.choose(ids) == [False, True, True, True]
+    assert record.choose(["f-3e8000-1"]) == [False]
+
+
+def test_local_record_chooses_an_id_once_until_it_is_forwarded_or_released() -> None:
+    record = LocalRecord("a", 30.0, 100, lambda: 1000.0)
+    assert record.choose(["f-3e8000-1", "g-3e8000-1"]) == [True, True]
+    assert record.choose(["f-3e8000-1", "g-3e8000-1"]) == [False, False]  # in hand
+    record.release(["f-3e8000-1"])  # its sink write did not happen
+    record.add_forwarded(["g-3e8000-1"])
+    assert record.choose(["f-3e8000-1", "g-3e8000-1"]) == [True, False]
 
 
 def test_pending_entries_are_checked_rescued_with_backoff_and_leave_at_the_end_of_the_window() -> None:
