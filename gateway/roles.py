@@ -47,10 +47,10 @@ class RoleError(GatewayError):
     reason = "role"
 
 
-# On promotion, how long the peer's Redis may take to say its epoch and role. A live one answers in
-# about a millisecond; one that does not answer (its node is dead or cut off) should not hold the
-# switchover up for a connect or socket timeout: its master has stopped within its lease anyway,
-# and it is fenced as soon as it is reachable again.
+# On promotion, how long the peer's Redis may take to say its epoch and role, or to take the order to
+# replicate the new primary. A live one answers in about a millisecond; one that does not answer (its
+# node is dead or cut off) should not hold the switchover up for a connect or socket timeout: its
+# master has stopped within its lease anyway, and it is fenced as soon as it is reachable again.
 _PEER_ANSWERS_WITHIN = 0.3
 
 
@@ -195,9 +195,11 @@ class Roles:
         if peer is not None and peer_role is not None:
             host, port = _host_port(self.local_url)
             try:
-                await peer.replicate_from(host, port)
-            except StoreError as exc:
-                log.warning("cannot make the peer's Redis a replica of this one (%s)", exc.reason)
+                async with asyncio.timeout(_PEER_ANSWERS_WITHIN):
+                    await peer.replicate_from(host, port)
+            except (StoreError, TimeoutError) as exc:
+                reason = getattr(exc, "reason", f"no answer within {_PEER_ANSWERS_WITHIN}s")
+                log.warning("cannot make the peer's Redis a replica of this one (%s)", reason)
         local.epoch = epoch
         stage.store = local
         await stage.restore_counters()
@@ -293,11 +295,17 @@ class Roles:
                 log.exception("lease keeper round failed")
 
     async def _epoch_of(self, store: RedisStore | None) -> tuple[int, str] | None:
+        """The store's epoch and master, or None when it does not answer within a quarter lease.
+
+        A Redis that drops packets (its node cut off) would hold the round up for a socket timeout,
+        longer than the lease: the renewal, dated from the round's start, would come too late.
+        """
         if store is None:
             return None
         try:
-            return await store.read_epoch()
-        except StoreError:
+            async with asyncio.timeout(self.lease_seconds / 4):
+                return await store.read_epoch()
+        except (StoreError, TimeoutError):
             return None
 
     async def keep_once(self) -> None:
