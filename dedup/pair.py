@@ -29,6 +29,12 @@ class PairStore(Protocol):
         A call repeated with the same `token` gives the same ids and wins what the first won."""
         ...
 
+    async def claim_replicated(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float,
+                               now: float, seq: int | None = None, token: str = "", replicas: int = 0,
+                               wait: float = 1.0) -> tuple[list[str], list[bool], int]:
+        """`claim`, waiting up to `wait` for `replicas` to hold it; how many confirmed."""
+        ...
+
     async def number(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float,
                      token: str = "") -> list[str]:
         """The ids `claim` would give these copies, counted but not claimed (a standby's numbering);

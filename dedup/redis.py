@@ -22,9 +22,10 @@ redis-py error becomes a `StoreError` here and nowhere else.
 
 Fencing: every write carries `RedisStore.epoch`, the epoch of the node that
 writes; the scripts refuse a lower one than the server has seen
-(`FencedError`). A master's marks can wait for the replica (WAIT on the
-same connection, in one round trip with the mark), so that a promoted
-replica holds them.
+(`FencedError`). A master's claims and marks can wait for the replica (WAIT
+on the same connection, in one round trip with the script), so that a
+promoted replica holds the windows of what the master sent and the marks of
+what it forwarded.
 """
 
 from __future__ import annotations
@@ -237,9 +238,19 @@ class RedisStore:
         returns the same ids, and wins what the first call won, instead of
         counting the copies twice; the numbers are kept one window.
         """
+        ids, won, _ = await self.claim_replicated(node, fingerprints, mode, window, now, seq, token)
+        return ids, won
+
+    async def claim_replicated(
+        self, node: str, fingerprints: Sequence[str], mode: Mode, window: float, now: float,
+        seq: int | None = None, token: str = "", replicas: int = 0, wait: float = 1.0,
+    ) -> tuple[list[str], list[bool], int]:
+        """`claim`, and with `replicas` > 0 (a single server) wait up to `wait` seconds until that
+        many replicas hold it too, in the same round trip; returns the ids, what was won and how many
+        replicas confirmed (0 when not asked)."""
         value = _claim_value(self.epoch, seq)
         how = b"e" if mode is Mode.EXACT else b"s"
-        return await self._claim(node, fingerprints, how, window, value, token)
+        return await self._claim(node, fingerprints, how, window, value, token, replicas, wait)
 
     async def number(self, node: str, fingerprints: Sequence[str], mode: Mode, window: float,
                      token: str = "") -> list[str]:
@@ -251,27 +262,35 @@ class RedisStore:
         A `token` makes a repeated call idempotent, as in `claim`.
         """
         how = b"n" if mode is Mode.EXACT else b"u"
-        ids, _ = await self._claim(node, fingerprints, how, window, b"0", token)
+        ids, _, _ = await self._claim(node, fingerprints, how, window, b"0", token)
         return ids
 
     async def _claim(
         self, node: str, fingerprints: Sequence[str], how: bytes, window: float, value: bytes, token: str,
-    ) -> tuple[list[str], list[bool]]:
+        replicas: int = 0, wait: float = 1.0,
+    ) -> tuple[list[str], list[bool], int]:
         if not fingerprints:
-            return [], []
+            return [], [], 0
         self._claims += 1
         want_evicted = b"1" if self._claims % _EVICTED_EVERY == 1 else b"0"
         head = [self._prefix, how, _window_ms(window), node, want_evicted, value, self._fence, token]
         ids = [""] * len(fingerprints)
         won = [False] * len(fingerprints)
-        for name, indexes, reply in await self._guard(self._per_node(CLAIM, head, fingerprints, str)):
+        acked = 0
+        if replicas and isinstance(self._client, Redis):
+            args = [*head, _joined(fingerprints)]
+            reply, acked = await self._guard(self._eval_then_wait(CLAIM, args, replicas, wait))
+            replies = [("", range(len(fingerprints)), reply)]
+        else:
+            replies = await self._guard(self._per_node(CLAIM, head, fingerprints, str))
+        for name, indexes, reply in replies:
             self._entries[name] = reply[-2]
             if reply[-1] >= 0:
                 self._evicted[name] = reply[-1]
             for i, k, tag in zip(indexes, reply[0:-2:2], reply[1:-2:2], strict=True):
                 ids[i] = f"{fingerprints[i]}-{tag.decode()}-{k if k > 0 else -k}"
                 won[i] = k > 0
-        return ids, won
+        return ids, won, acked
 
     async def claim_ids(
         self, ids: Sequence[str], window: float, now: float, node: str | None = None
@@ -352,7 +371,7 @@ class RedisStore:
         args = [self._prefix, _window_ms(window), self._fence]
         if replicas and isinstance(self._client, Redis):
             marked = self._eval_then_wait(MARK_FORWARDED, [*args, _joined(ids)], replicas, wait)
-            return int(await self._guard(marked))
+            return int((await self._guard(marked))[1])
         await self._guard(self._per_node(MARK_FORWARDED, args, ids, _fp_of_id))
         return 0
 
@@ -365,12 +384,15 @@ class RedisStore:
         """
         args = [self._prefix, self.epoch, self._fence, seq, int(time.time()), last_id]
         if replicas and isinstance(self._client, Redis):
-            return int(await self._guard(self._eval_then_wait(MARK_THROUGH, args, replicas, wait)))
+            return int((await self._guard(self._eval_then_wait(MARK_THROUGH, args, replicas, wait)))[1])
         await self._guard(self._call_key(self._forwarded_key, MARK_THROUGH, args))
         return 0
 
-    async def _eval_then_wait(self, script: Script, args: list[Any], replicas: int, wait: float) -> int:
-        """Run `script`, then WAIT for `replicas` on the same connection, in one round trip.
+    async def _eval_then_wait(
+        self, script: Script, args: list[Any], replicas: int, wait: float
+    ) -> tuple[Any, int]:
+        """Run `script`, then WAIT for `replicas` on the same connection, in one round trip; the
+        script's reply and how many replicas confirmed.
 
         WAIT covers the writes of its own connection only, hence the pipeline.
         """
@@ -390,7 +412,7 @@ class RedisStore:
                 raise result
             if isinstance(acked, BaseException):
                 raise acked
-            return int(acked)
+            return result, int(acked)
         raise ResponseError("script not loaded")
 
     async def prune_epochs(self, idle: float) -> int:

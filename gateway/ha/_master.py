@@ -2,7 +2,10 @@
 
 Strategy: one lock makes this the only writer to the sink, so batches reach
 the sink in the order of their seqs and a watermark never covers a batch
-still on its way. The lease is checked again right before every sink write
+still on its way. A batch's claim waits for the replica in its own round
+trip (WAIT), so the windows it opened are on the replica before anything is
+sent: a standby promoted after a cut numbers its late copies of that batch in
+the same windows, under the same ids. The lease is checked again right before every sink write
 (retries included); a master whose lease lapsed holds the batch until it is
 renewed, and one that stepped down hands it to the standby side. A batch's
 mark (one watermark write, or one mark per id for ids taken one by one) and
@@ -95,9 +98,13 @@ class MasterPath:
         seq = None
         if not self.degraded:
             seq = self._seq + 1
+            replicas = self._replicas_to_wait_for()
             try:
-                ids, won = await stage.store.claim(stage.node, fps, stage.mode, stage.window, stage.clock(),
-                                                   seq, batch.token)
+                ids, won, acked = await stage.store.claim_replicated(
+                    stage.node, fps, stage.mode, stage.window, stage.clock(), seq, batch.token, replicas,
+                    self.replica_wait)
+                if acked < replicas:
+                    self._replica_late("a claim")
                 self._seq = seq
                 stage.local.add_numbered(ids)
             except StoreError as exc:
@@ -174,7 +181,7 @@ class MasterPath:
     async def _mark(self, ids: Sequence[str], seq: int | None, batch: int | None) -> None:
         """Mark a forwarded batch in the store and wait for the replica; then ack it in the spool."""
         stage = self.stage
-        replicas = 0 if self.replica_lagging else self.replicas
+        replicas = self._replicas_to_wait_for()
         if not self.degraded:
             try:
                 if seq is None:
@@ -182,11 +189,7 @@ class MasterPath:
                 else:
                     acked = await stage.store.forwarded_through(seq, ids[-1], replicas, self.replica_wait)
                 if acked < replicas:
-                    self.replica_lagging = True
-                    stage.counters.errors["replica_wait_timeout"] += 1
-                    stage.report(logging.WARNING, "replica_wait",
-                                 "the replica did not confirm a mark in %.1fs; marks go on without waiting",
-                                 self.replica_wait)
+                    self._replica_late("a mark")
             except StoreError as exc:
                 if not self._refused(exc):
                     self._store_down(exc)
@@ -197,6 +200,17 @@ class MasterPath:
             self._bound_unsynced()
         if stage.spool is not None and batch is not None:
             stage.spool.ack(batch)
+
+    def _replicas_to_wait_for(self) -> int:
+        return 0 if self.replica_lagging else self.replicas
+
+    def _replica_late(self, what: str) -> None:
+        """The replica did not confirm `what` within `replica_wait`: claims and marks go on without
+        waiting until the lease keeper sees it caught up."""
+        self.replica_lagging = True
+        self.stage.counters.errors["replica_wait_timeout"] += 1
+        self.stage.report(logging.WARNING, "replica_wait", "the replica did not confirm %s in %.1fs; "
+                          "claims and marks go on without waiting", what, self.replica_wait)
 
     async def wait_marked(self) -> None:
         """Return once every batch forwarded so far is marked (or kept for the write-back)."""

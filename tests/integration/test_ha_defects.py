@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -347,8 +348,8 @@ class LosesReplies(RedisStore):
         self._lose("number")
         return ids
 
-    async def claim(self, *args: Any, **kwargs: Any) -> tuple[list[str], list[bool]]:
-        result = await super().claim(*args, **kwargs)
+    async def claim_replicated(self, *args: Any, **kwargs: Any) -> tuple[list[str], list[bool], int]:
+        result = await super().claim_replicated(*args, **kwargs)
         self._lose("claim")
         return result
 
@@ -488,3 +489,125 @@ def test_a_standby_stopped_while_its_numbering_hangs_hands_those_copies_over_und
     msgs, b = asyncio.run(main())
     assert sorted(msgs) == sorted(f"m{i}" for i in range(14))
     assert b.counters.handed_over["stopping"] == 14
+
+
+class SlowTakes(RedisStore):
+    """A real store whose first `take_ids` call takes `delay` seconds after it ran on the server."""
+
+    def __init__(self, redis: RedisServer, delay: float) -> None:
+        super().__init__(RedisSettings(port=redis.port))
+        self.delay = delay
+        self.slowed = False
+
+    async def take_ids(self, *args: Any, **kwargs: Any) -> list[int]:
+        taken = await super().take_ids(*args, **kwargs)
+        if not self.slowed:
+            self.slowed = True
+            await asyncio.sleep(self.delay)
+        return taken
+
+
+def test_a_promotion_flush_whose_lease_lapsed_after_the_take_forwards_those_events_once_renewed(
+    redis: RedisServer,
+) -> None:
+    """netns, master isolated: the promoted standby's first term lapsed between the take of its
+    pending events and their sink write. The take had noted them as forwarded here, so once the
+    term was renewed the next flush dropped them as forwarded already: every event only the standby
+    had received before the cut was lost (24 in CI)."""
+
+    async def main() -> tuple[list[str], HaStage]:
+        sink = ListSink()
+        b = HaStage("b", SlowTakes(redis, delay=0.3), Forwarder("b", sink), Mode.EXACT, 30.0,
+                    lease(Role.STANDBY), grace=5.0, check_after=5.0)
+        b.start()
+        await b.handle([ev(f"only-b-{i}") for i in range(10)])  # the old master never got these
+        await until(lambda: len(b.pending) == 10, 5, "the standby to number its copies")
+        b.lease = Lease(Role.MASTER, 2, until=time.monotonic() + 0.1)  # lapses during the take
+        await asyncio.sleep(0.5)
+        b.lease = lease(Role.MASTER, 2)  # the controller's next renewal
+        await until(lambda: len(sink.lines) >= 10, 5, "the renewed master to forward them")
+        await asyncio.sleep(0.3)
+        await b.stop()
+        await b.store.close()  # type: ignore[attr-defined]
+        return sink.msgs(), b
+
+    msgs, b = asyncio.run(main())
+    assert sorted(msgs) == sorted(f"only-b-{i}" for i in range(10))
+    assert b.counters.dropped["forwarded_already"] == 0
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> Any:
+    """A TCP server that accepts connections and never answers (a Redis whose node was cut off
+    after the connection was made: requests go out, no reply comes back); yields its port."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+
+
+def test_a_master_whose_peer_redis_never_answers_keeps_its_lease(redis: RedisServer) -> None:
+    """netns, master isolated: the promoted standby's lease keeper waited for the cut-off peer's
+    Redis for a whole socket timeout each round, so each renewal, dated from the round's start,
+    came after the lease had run out: the new master forwarded nothing until the cut healed."""
+
+    async def main() -> list[bool]:
+        async with silent_server() as port:
+            peer = RedisStore(RedisSettings(port=port, socket_timeout=1.5))
+            b = stage(redis, "b", Role.STANDBY, ListSink())
+            roles = Roles(b, b.store, peer, redis.url, f"redis://127.0.0.1:{port}",  # type: ignore[arg-type]
+                          lease=0.8)
+            b.start()
+            await roles.set_role("master")
+            roles._keeper = asyncio.get_running_loop().create_task(roles._keep())
+            await asyncio.sleep(0.5)
+            seen = []
+            for _ in range(60):  # 3 s, about four socket timeouts of the peer
+                seen.append(b.forwarding())
+                await asyncio.sleep(0.05)
+            await roles.stop()
+            await b.stop()
+            await b.store.close()  # type: ignore[attr-defined]
+            await peer.close()
+            return seen
+
+    seen = asyncio.run(main())
+    assert all(seen), f"not forwarding in {seen.count(False)} of {len(seen)} samples"
+
+
+def test_a_master_sends_a_batch_only_once_the_replica_holds_its_claim(tmp_path: Path) -> None:
+    """netns, master isolated: the master's last batch before the cut opened windows its replica
+    never saw; the promoted standby numbered its late copies of that batch in windows of its own,
+    and those events went out twice under two ids (within one batch, but under new ids)."""
+    with RedisServer(tmp_path / "p") as primary, RedisServer(tmp_path / "r", replicaof=primary) as replica:
+        replica.wait_replica_link()
+
+        async def main() -> tuple[list[str], list[str], HaStage]:
+            sink = ListSink()
+            a = stage(primary, "a", Role.MASTER, sink, replica_wait=2.0)
+            a.master.replicas = 1
+            assert replica.proc is not None
+            replica.proc.send_signal(signal.SIGSTOP)  # the replica's link is cut
+            try:
+                task = asyncio.create_task(a.handle([ev("x1"), ev("x2")]))
+                await asyncio.sleep(0.5)
+                before = sink.msgs()  # the claim waits for the replica: nothing is sent yet
+            finally:
+                replica.proc.send_signal(signal.SIGCONT)
+            await task
+            await a.master.wait_marked()
+            await a.stop()
+            await a.store.close()  # type: ignore[attr-defined]
+            return before, sink.msgs(), a
+
+        before, after, a = asyncio.run(main())
+        assert before == [] and sorted(after) == ["x1", "x2"]
+        assert not a.master.replica_lagging  # confirmed within replica_wait

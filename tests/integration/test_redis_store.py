@@ -455,6 +455,26 @@ def test_a_mark_waits_for_the_replica_in_the_same_round_trip(tmp_path: Path) -> 
         run(RedisSettings(port=first.port), body)
 
 
+def test_a_claim_waits_for_the_replica_in_the_same_round_trip(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "p") as first, RedisServer(tmp_path / "r", replicaof=first) as second:
+        second.wait_replica_link()
+
+        async def body(store: RedisStore) -> None:
+            ids, won, acked = await store.claim_replicated("a", [X, Y], EXACT, 30.0, time.time(), seq=1,
+                                                           replicas=1, wait=2.0)
+            assert won == [True, True] and acked == 1
+            with second.client() as c:  # the windows and claims are on the replica already
+                assert c.hget(f"tg:{{{X}}}w", "t").decode() == tag_of(ids[0])
+                assert c.exists(f"tg:{{{Y}}}{tag_of(ids[1])}-1") == 1
+            second.stop()
+            started = time.monotonic()
+            _, _, acked = await store.claim_replicated("a", [fp(9)], EXACT, 30.0, time.time(), seq=2,
+                                                       replicas=1, wait=0.2)
+            assert acked == 0 and time.monotonic() - started < 1.0
+
+        run(RedisSettings(port=first.port), body)
+
+
 def test_count_ids_moves_the_nodes_counters_and_claims_nothing(use: Use) -> None:
     async def body(store: RedisStore) -> None:
         await store.count_ids("a", [f"{X}-{T}-3", f"{Y}-{T}-1"], 30.0)
