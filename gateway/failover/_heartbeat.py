@@ -3,7 +3,9 @@
 Strategy: a heartbeat is a JSON body followed by its HMAC-SHA256 under the
 pair's shared key. The body names the sender, a boot id (random per process
 start), a sequence number and the sender's wall time, and says what the
-sender knows: role, epoch, priority, health. The same heartbeat goes out on
+sender knows: role, epoch, priority, health, and the newest heartbeat it has
+received from the other node (its boot and sequence: the acknowledgement that
+bounds a master's term). The same heartbeat goes out on
 every path. A receiver drops a datagram whose MAC does not verify, one from
 itself, one whose sequence is not above the last seen on that path for that
 boot (a replay), and one from a new boot whose time is far from its own clock
@@ -40,6 +42,10 @@ class Beat:
     healthy: bool
     isolated: bool
     lease: float | None = None  # seconds left of the sender's gateway's lease (None: not master)
+    # The newest heartbeat the sender has received from the receiver: its boot and seq (see
+    # `Controller.term_allowed`: a master's term ends before its peer could count it dead).
+    acked_boot: str = ""
+    acked: int = 0
 
 
 def seal(key: bytes, fields: dict[str, Any]) -> bytes:

@@ -17,9 +17,16 @@ Strategy: every `heartbeat` seconds the controller reads its gateway's role
 
 The gateway's term is shorter than the peer's `dead_after`, so a dead or
 paused controller never leaves a master forwarding after the peer takes
-over. A switch runs as a task; heartbeats go on meanwhile. Health checks run
-on their own interval and count as failing only after `fail_after` failures
-in a row, so an overloaded master whose answers are slow is not deposed.
+over. A live controller cut off from its peer must stop its gateway in time
+too, however the cut falls (one direction or both, whichever heartbeat was
+last): each heartbeat acknowledges the newest one received from the peer,
+and while the peer is heard a term ends at most `dead_after - heartbeat`
+after this node sent the last heartbeat the peer acknowledged. The peer,
+which counts `dead_after` from its receipt of that heartbeat or a later one,
+promotes only after the term has ended (`term_allowed`). A switch runs as a
+task; heartbeats go on meanwhile. Health checks run on their own interval
+and count as failing only after `fail_after` failures in a row, so an
+overloaded master whose answers are slow is not deposed.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import hmac
 import logging
 import math
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,8 @@ from gateway.failover._heartbeat import Beat, Opener, Sealer, open_sealed
 log = logging.getLogger(__name__)
 
 _RELEASE_HOLD = 10.0  # seconds a node that released the master role for a switch-back does not promote
+_SENT_KEPT = 64  # heartbeats whose send times are kept for the peer's acknowledgements
+_SHORTEST_TERM = 0.05  # seconds: a term that would end sooner is not granted
 
 
 class _PathProtocol(asyncio.DatagramProtocol):
@@ -123,6 +132,11 @@ class Controller:
         self.role = "unknown"
         self.epoch = 0
         self.witnesses_ok: bool | None = None  # None: no witness configured
+        self.witnesses_seen_at = -math.inf  # when the last witness round that reached one began
+        # When this node sent the newest heartbeat the peer acknowledged (monotonic), and the send
+        # times of the recent ones by seq.
+        self.acked_at = -math.inf
+        self._sent: OrderedDict[int, float] = OrderedDict()
         self.started_at = monotonic()
         self.last_switch_at = -math.inf
         self.hold_until = 0.0
@@ -226,6 +240,8 @@ class Controller:
             peer = self.peer
             if peer is None or peer.boot != beat.boot or beat.seq > peer.seq:
                 self.peer = beat  # the newest, whichever path brought it first
+            if beat.acked_boot == self.sealer.boot:
+                self.acked_at = max(self.acked_at, self._sent.get(beat.acked, -math.inf))
 
     def _path_names(self) -> list[str]:
         return [*self.c.paths, *(["tcp"] if self.c.tcp is not None else [])]
@@ -241,8 +257,13 @@ class Controller:
 
     def _send_heartbeats(self) -> None:
         lease = None if self.gateway is None else self.gateway.get("lease_remaining")
+        peer = self.peer
         datagram = self.sealer.seal(self.wall(), role=self.role, epoch=self.epoch, priority=self.c.priority,
-                                    healthy=self.healthy(), isolated=self.isolated, lease=lease)
+                                    healthy=self.healthy(), isolated=self.isolated, lease=lease,
+                                    acked_boot=peer.boot if peer else "", acked=peer.seq if peer else 0)
+        self._sent[self.sealer.seq] = self.monotonic()
+        if len(self._sent) > _SENT_KEPT:
+            self._sent.popitem(last=False)
         for name, path in self.c.paths.items():
             host, port = parse_address(f"controller.paths.{name}.peer", path.peer)
             with contextlib.suppress(OSError):
@@ -298,9 +319,16 @@ class Controller:
     async def _witness_loop(self) -> None:
         timeout = min(0.5, self.c.dead_after / 2)
         while True:
+            began = self.monotonic()
             seen = await asyncio.gather(*(health.reachable(w, timeout) for w in self.c.witnesses))
-            self.witnesses_ok = any(seen)
+            self.witnesses_seen(any(seen), began)
             await asyncio.sleep(self.c.health_every)
+
+    def witnesses_seen(self, ok: bool, began: float) -> None:
+        """The result of a witness round that began at `began` (monotonic)."""
+        self.witnesses_ok = ok
+        if ok:
+            self.witnesses_seen_at = max(self.witnesses_seen_at, began)
 
     def _report_change(self, what: str, ok: bool, detail: str = "") -> None:
         """One log line when a condition changes, not one per tick."""
@@ -326,7 +354,7 @@ class Controller:
         if self.role == "master":
             await self._as_master()
         elif self.role == "standby":
-            reason = self._promotion_reason()
+            reason = self._promotion_due()
             # The vote only matters when the peer is silent: two nodes that hear each other agree.
             if reason is not None and (reason != "peer_dead" or await self._ask_vote()):
                 self._start_switch("master", reason)
@@ -418,10 +446,36 @@ class Controller:
         elif self.healthy() or self.gateway is not None:
             await self._renew()
 
+    def term_allowed(self) -> float:
+        """Seconds the gateway's next term may last (0: no renewal now).
+
+        While the peer is heard: at most until `dead_after - heartbeat` after
+        this node sent the newest heartbeat the peer acknowledged (see the
+        module docstring). Once the peer has been silent for `dead_after` it
+        is dead or this node is cut off: a full `lease` again, but with
+        witnesses configured only once a witness round that began after the
+        silence (and a heartbeat more) reached one, so a stale witness result
+        never renews a node that is in fact isolated.
+        """
+        c, now = self.c, self.monotonic()
+        if self.peer_alive():
+            term = min(c.lease, self.acked_at + c.dead_after - c.heartbeat - now)
+        elif self.witnesses_ok is not None and \
+                self.witnesses_seen_at < max(self.heard.values(), default=-math.inf) + c.heartbeat:
+            term = 0.0
+        else:
+            term = c.lease
+        return term if term >= _SHORTEST_TERM else 0.0
+
     async def _renew(self) -> None:
-        """Grant the gateway the master role for another term (`lease`)."""
+        """Grant the gateway the master role for another term (`term_allowed`), if any."""
+        term = self.term_allowed()
+        self._report_change("term renewal", term > 0,
+                            "the peer has not acknowledged a recent heartbeat: the term runs out")
+        if not term:
+            return
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            await self._admin("POST", "/role", {"role": "master", "lease": self.c.lease},
+            await self._admin("POST", "/role", {"role": "master", "lease": round(term, 3)},
                               timeout=max(0.1, self.c.lease / 2))
 
     async def _renew_while_promoting(self) -> None:
@@ -456,6 +510,11 @@ class Controller:
             return "election"
         return None
 
+    def _promotion_due(self) -> str | None:
+        """Why to promote now (`_promotion_reason`), once a first term may be granted too."""
+        reason = self._promotion_reason()
+        return reason if reason is not None and self.term_allowed() else None
+
     def _peer_wins(self, peer: Beat) -> bool:
         """Both are masters: the lower epoch steps down; ties by priority, then the lower name."""
         mine = (self.epoch, self.c.priority, _name_rank(self.node))
@@ -477,7 +536,11 @@ class Controller:
 
     async def _do_switch(self, role: str, reason: str) -> None:
         log.warning("switching this node to %s (%s)", role, reason)
-        body = {"role": role, "lease": self.c.lease if role == "master" else None}
+        term = self.term_allowed()
+        if role == "master" and not term:
+            log.warning("not switching to master (%s): no term may be granted now", reason)
+            return
+        body = {"role": role, "lease": round(term, 3) if role == "master" else None}
         try:
             state = await self._admin("POST", "/role", body, timeout=60.0)
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -7,10 +7,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
+from prometheus_client.parser import text_string_to_metric_families
 
 from formats import parser_names
 from gateway.config import Config, ControllerConfig, PathConfig, config_from_dict, validate_for_controller
 from gateway.errors import ConfigError
+from gateway.failover._health import Checked
 from gateway.failover._heartbeat import Beat, Opener, Sealer, open_sealed
 from gateway.failover.arbiter import Arbiter
 from gateway.failover.controller import Controller, Rates
@@ -69,7 +72,8 @@ def beat(node: str = "b", role: str = "standby", epoch: int = 1, priority: int =
 
 
 def hear(c: Controller, clock: Clock, peer: Beat) -> None:
-    c.peer, c.heard["p"] = peer, clock.now
+    """`peer` arrives now, acknowledging the heartbeat `c` sent last (now)."""
+    c.peer, c.heard["p"], c.acked_at = peer, clock.now, clock.now
 
 
 def test_a_standby_waits_settle_for_its_peer_then_promotes_alone() -> None:
@@ -222,3 +226,134 @@ def test_rates_are_per_second_over_the_last_span_and_begin_again_when_the_gatewa
     assert rates.per_second() is None
     rates.add(6.0, 110, 50)
     assert rates.per_second() == {"received": 200.0, "forwarded": 100.0}
+
+
+class Captured:
+    """A heartbeat path's transport that keeps what is sent on it."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, addr: object) -> None:
+        self.sent.append(data)
+
+
+def exchange(sender: Controller, receiver: Controller) -> None:
+    """`sender` sends one heartbeat; it reaches `receiver`."""
+    path = Captured()
+    sender._transports = {"p": path}  # type: ignore[dict-item]
+    sender._send_heartbeats()
+    receiver._received("p", path.sent[-1])
+
+
+@pytest.mark.parametrize("cut", ["both ways", "a to b only"])
+def test_a_masters_term_ends_before_its_peer_may_promote_however_the_cut_falls(cut: str) -> None:
+    """netns, master isolated: a's controller renewed full terms until it saw itself isolated
+    (1.02 s after the cut), b promoted 1.54 s after it: both gateways held a lease at once."""
+    clock = Clock()
+    a, _ = controller(name="a")
+    b, _ = controller(name="b", priority=50)
+    a.monotonic = b.monotonic = clock  # type: ignore[method-assign]
+    a.role = "master"
+    for _ in range(5):  # heartbeats both ways every 0.2 s: each acknowledges the other's
+        exchange(a, b)
+        exchange(b, a)
+        a.witnesses_seen(True, clock.now)
+        b.witnesses_seen(True, clock.now)
+        clock.now += 0.2
+    assert a.term_allowed() == pytest.approx(0.6)  # the last acknowledged heartbeat went 0.2 s ago
+    term_ends = clock.now + a.term_allowed()
+    cut_at = clock.now
+    while b._promotion_due() is None:  # every 10 ms: a renews what it may, b waits for dead_after
+        clock.now += 0.01
+        if round((clock.now - cut_at) * 100) % 20 == 0:  # a heartbeat tick
+            if cut == "a to b only":
+                exchange(b, a)  # b's heartbeats still arrive, acknowledging nothing new
+            else:
+                a.witnesses_seen(False, clock.now)  # cut off from its witness too: isolated
+            b.witnesses_seen(True, clock.now)
+            a.update_isolation()
+            if not a.isolated and a.term_allowed():
+                term_ends = max(term_ends, clock.now + a.term_allowed())
+        assert clock.now - cut_at < 2.0, "b never promoted"
+    assert term_ends < clock.now, (term_ends - cut_at, clock.now - cut_at)
+
+
+def test_a_master_whose_peer_went_silent_renews_only_after_a_witness_answered_since() -> None:
+    c, clock = controller()
+    c.role = "master"
+    hear(c, clock, beat())
+    c.witnesses_seen(True, clock.now)
+    clock.now += c.c.dead_after + 0.01  # the peer is silent: dead, or this node is cut off
+    assert c.term_allowed() == 0.0  # the witness was last reached before the silence
+    c.witnesses_seen(True, clock.now - 0.05)  # a round that began after the silence reached it
+    assert c.term_allowed() == c.c.lease
+    c.witnesses_seen(False, clock.now)
+    c.update_isolation()
+    assert c.isolated
+
+
+def test_a_standby_whose_own_check_fails_never_promotes_whatever_its_master_does() -> None:
+    """The loopback pair: b's Redis stopped, then a's gateway killed: b stays standby until its
+    Redis answers again."""
+    answers = [False, False, False]
+
+    async def redis_answers() -> bool:
+        return answers.pop(0) if answers else True
+
+    redis = Checked("redis", redis_answers, every=0.2, fail_after=3)
+    c, clock = controller()
+    c.checks = [redis]
+    for _ in range(3):
+        assert c.healthy()  # one slow answer, or two, is not a failing check
+        asyncio.run(redis.run())
+    assert not redis.ok and not c.healthy()
+    hear(c, clock, beat(role="unknown", epoch=4, priority=300, healthy=False))  # its gateway died
+    assert c._promotion_reason() is None
+    clock.now += 1.01  # then its controller: every path silent
+    assert c._promotion_reason() is None
+    asyncio.run(redis.run())  # the Redis answers again
+    assert c._promotion_reason() == "peer_dead"
+    hear(c, clock, beat(role="unknown", epoch=4, priority=300, healthy=False, seq=2))
+    assert c._promotion_reason() == "peer_unhealthy"
+
+
+def metrics_samples(c: Controller) -> dict[str, float]:
+    """The controller's /metrics page as `name` or `name{label="value"}` -> value."""
+    reply = asyncio.run(c._metrics_page(make_mocked_request("GET", "/metrics")))
+    assert isinstance(reply.body, bytes)
+    samples = {}
+    for family in text_string_to_metric_families(reply.body.decode()):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
+    return samples
+
+
+def test_the_tcp_session_path_is_one_more_path_in_the_status_and_the_metrics() -> None:
+    c, clock = controller(tcp=PathConfig("127.0.0.2:7401", "127.0.0.3:7401"))
+    c._received("tcp", Sealer(b"k", "b").seal(clock.now, **STATE))
+    clock.now += 0.25
+    assert c.peer_alive() and c.peer is not None and c.peer.node == "b"
+    assert c.status()["peer"]["paths"] == {"p": None, "tcp": 0.25}
+    samples = metrics_samples(c)
+    assert samples['trapgate_heartbeat_age_seconds{path="tcp"}'] == pytest.approx(0.25)
+    assert samples['trapgate_heartbeat_age_seconds{path="p"}'] == float("inf")
+
+
+def test_the_metrics_page_shows_role_epoch_switchovers_health_and_lease() -> None:
+    async def passes() -> bool:
+        return True
+
+    c, _ = controller()
+    c.checks = [Checked("gateway", passes, every=0.2, fail_after=3)]
+    c.role, c.epoch, c.gateway = "master", 3, {"role": "master", "epoch": 3, "lease_remaining": 0.5}
+    c.switchovers["election"] += 1
+    samples = metrics_samples(c)
+    assert (samples["trapgate_role"], samples["trapgate_epoch"]) == (1.0, 3.0)
+    assert samples['trapgate_switchovers_total{reason="election"}'] == 1.0
+    assert samples['trapgate_health_check{check="gateway"}'] == 1.0
+    assert samples["trapgate_lease_remaining_seconds"] == 0.5
+    c.role, c.gateway = "standby", {"role": "standby", "epoch": 3, "lease_remaining": None}
+    samples = metrics_samples(c)
+    assert (samples["trapgate_role"], samples["trapgate_lease_remaining_seconds"]) == (0.0, 0.0)
