@@ -67,4 +67,6 @@ def store_error(exc: BaseException) -> StoreError:
     if fenced:
         return FencedError(f"redis store: fenced: the store is at epoch {fenced[1]}", int(fenced[1]))
     reason = reason_of(exc)
-    return StoreError(f"redis store: {reason}: {exc}", reason)
+    # asyncio's TimeoutError (a read that outlived its deadline) says nothing by itself.
+    detail = str(exc) or ("no reply in time" if reason == "timeout" else type(exc).__name__)
+    return StoreError(f"redis store: {reason}: {detail}", reason)
