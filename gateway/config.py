@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import ConfigError
+from gateway.spool import FSYNC_POLICIES
 
 RECEIVER_TYPES = ("udp", "tcp", "http", "snmp")
 LEGACY_SINK_TYPES = ("stdout", "file")
@@ -148,7 +149,8 @@ class HaConfig:
     check_after: float = 0.3
     max_pending: int = 1_000_000
     spool: str = "trapgate-spool"
-    spool_fsync: bool = False
+    spool_fsync: str = "none"
+    spool_fsync_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -381,8 +383,9 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
             raise ConfigError("ha.token", "is required with dedup.store = 'redis' (it guards POST /role)")
         for key in ("grace", "check_after", "max_pending"):
             _positive(f"ha.{key}", getattr(config.ha, key))
-        for key in ("lease", "replica_wait", "catch_up"):
+        for key in ("lease", "replica_wait", "catch_up", "spool_fsync_interval"):
             _positive(f"ha.{key}", getattr(config.ha, key))
+        _one_of("ha.spool_fsync", config.ha.spool_fsync, FSYNC_POLICIES)
         if config.ha.degrade_after < 0:
             raise ConfigError("ha.degrade_after", "must be 0 (forward at once in degraded mode) or more")
     _validate_controller(config.controller)

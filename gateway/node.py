@@ -71,7 +71,7 @@ class Node:
         peer = None if config.redis.cluster else RedisStore(redis_settings(config.redis, "peer"))
         ha = config.ha
         try:
-            spool = Spool(ha.spool, fsync=ha.spool_fsync)
+            spool = Spool(ha.spool, fsync=ha.spool_fsync, fsync_interval=ha.spool_fsync_interval)
         except OSError as exc:
             raise ConfigError("ha.spool", f"cannot open {ha.spool}: {exc.strerror}") from None
         stage = HaStage(

@@ -505,6 +505,8 @@ class HaStage:
             reclaim = now >= reclaim_at
             if reclaim:
                 reclaim_at = now + _RECLAIM_EVERY
+            if self.spool is not None:
+                self.spool.sync_if_due()  # the `interval` fsync policy, while nothing is written
             try:
                 await self.master.recover()
                 await self.rescue_round(reclaim=reclaim)

@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, BinaryIO
 from gateway.errors import ConfigError, SinkError
 from gateway.metrics import Counters, Latency
 from gateway.sinks import SinkType
+from gateway.spool import FSYNC_POLICIES
 
 if TYPE_CHECKING:
     from gateway.config import SinkConfig
     from gateway.sinks import Outgoing
-
-FSYNC_POLICIES = ("none", "batch", "interval")
 
 
 @dataclass(frozen=True)

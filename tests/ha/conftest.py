@@ -154,8 +154,6 @@ class Node(GatewayProcess):
         from gateway.spool import Spool
 
         assert self.proc is None or self.proc.poll() is not None, "read the spool of a dead node only"
-        if not self.spool.exists():
-            return set()
         spool = Spool(self.spool)
         try:
             return {decode_rescue(entry)[2] for entry in spool.recover()}
