@@ -15,8 +15,9 @@ the destination, a process of its own on 127.0.0.1 (see
 CPU per event is divided by that of the `jsonl` sink on the same events in
 the same round, and the report gives the medians over `--runs` rounds.
 
-The durable per-sink spool does not exist yet; the cost of writing to disk
-is measured on the `jsonl` sink's fsync policies instead.
+The `jsonl+spool` cases write each batch to the master's spool before the
+forward and acknowledge it after, as an HA master does, under each fsync
+policy: their CPU per event over the plain `jsonl` case is the spool's cost.
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ from formats import Event, get_parser
 from formats.custom import CustomTrapParser
 from gateway.config import SinkConfig
 from gateway.forward import Forwarder
+from gateway.ha import encode_rescue
 from gateway.sinks import sink_type
 from gateway.sinks.redis_stream import supports_idmp
+from gateway.spool import Spool
 
 RCVBUF = 32 * 1024 * 1024
 """The receive buffer rsyslogd and snmptrapd ask for (snmptrapd gets at most net.core.rmem_max)."""
@@ -79,6 +82,7 @@ class Case:
     variant: str  # transport (syslog), fsync policy (jsonl), field layout (redis-stream), sink type (http)
     events: str  # "syslog", "snmp" or "custom"
     destination: str
+    spool: str = ""  # the fsync policy of a spool written around each forward ("": no spool)
 
     @property
     def baseline(self) -> str:
@@ -90,6 +94,9 @@ CASES = (
     Case("jsonl", "jsonl", "none", "syslog", "file"),
     Case("jsonl-fsync-batch", "jsonl", "batch", "syslog", "file"),
     Case("jsonl-fsync-interval", "jsonl", "interval", "syslog", "file"),
+    Case("jsonl+spool", "jsonl", "none", "syslog", "file", spool="none"),
+    Case("jsonl+spool-batch", "jsonl", "none", "syslog", "file", spool="batch"),
+    Case("jsonl+spool-interval", "jsonl", "none", "syslog", "file", spool="interval"),
     Case("jsonl-snmp", "jsonl", "none", "snmp", "file"),
     Case("jsonl-custom", "jsonl", "none", "custom", "file"),
     Case("syslog-udp", "syslog", "udp", "syslog", "rsyslogd"),
@@ -197,8 +204,10 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def forward_run(case: Case, options: Any, pool: Pool, ids: list[str], batch: int) -> Forwarded:
-    """Forward the pool's events (the first batch as warm-up, not timed) to a new sink of `case`."""
+async def forward_run(case: Case, options: Any, pool: Pool, ids: list[str], batch: int,
+                      spool_dir: Path) -> Forwarded:
+    """Forward the pool's events (the first batch as warm-up, not timed) to a new sink of `case`;
+    with `case.spool`, each batch is spooled in `spool_dir` before and acknowledged after."""
     config = SinkConfig(type=case.sink, batch_size=batch, formats=("snmp",) if case.sink == "snmp" else (),
                         options=options)
     sink = sink_type(case.sink).build(case.name, config, options)
@@ -206,15 +215,29 @@ async def forward_run(case: Case, options: Any, pool: Pool, ids: list[str], batc
     events, fps = pool.events, pool.fps
     batches = [(events[i : i + batch], fps[i : i + batch], ids[i : i + batch])
                for i in range(0, len(ids), batch)]
+    spool = Spool(spool_dir / case.name, fsync=case.spool) if case.spool else None
+
+    async def one(part: tuple[list[Event], list[str], list[str]]) -> None:
+        if spool is None:
+            await forwarder.forward(*part)
+            return
+        number = spool.append([encode_rescue(e, f, i) for e, f, i in zip(*part, strict=True)])
+        await forwarder.forward(*part)
+        spool.ack(number)
+
     await sink.start()
     try:
-        await forwarder.forward(*batches[0])
+        await one(batches[0])
         cpu, started = _cpu_seconds(), time.perf_counter()
         for part in batches[1:]:
-            await forwarder.forward(*part)
+            await one(part)
+            if spool is not None:
+                spool.sync_if_due()
         seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
     finally:
         await sink.close()
+        if spool is not None:
+            spool.close()
     c = sink.counters
     return Forwarded(seconds, cpu, c.sent, c.retried, sum(c.dropped.values()))
 
@@ -233,13 +256,15 @@ def wait_delivered(dest: Destination, tag: str, before: int, expected: int) -> i
         time.sleep(0.05)
 
 
-def measure(case: Case, dest: Destination, pool: Pool, events: int, batch: int, run: int) -> Record:
+def measure(case: Case, dest: Destination, pool: Pool, events: int, batch: int, run: int,
+            spool_dir: Path) -> Record:
     """One run of `case`: forward, count at the destination, the figures as a flat record."""
     tag = f"{case.name}-r{run}"
     before, drops_before = dest.delivered(tag), dest.kernel_drops()
     window = f"{time.time_ns() // 1000:x}"  # new ids every run
     ids = [event_id(fp, window, 1) for fp in pool.fps[: batch + events]]
-    done: Forwarded = uvloop.run(forward_run(case, dest.options(case.variant, tag), pool, ids, batch))
+    done: Forwarded = uvloop.run(forward_run(case, dest.options(case.variant, tag), pool, ids, batch,
+                                             spool_dir))
     delivered = wait_delivered(dest, tag, before, len(ids))
     drops_after = dest.kernel_drops()
     dest.release(tag)
@@ -340,9 +365,8 @@ def _notes(cases: Sequence[Case], skipped: dict[str, str], fs: str, versions: di
         "gives the median over the rounds",
         "syslog-udp and snmp have no acknowledgement: their rate is what the socket took; lost counts "
         "what the destination did not write, kdrops the drops on its socket",
-        "the durable per-sink spool does not exist yet: the disk cost is measured on the jsonl sink's "
-        f"fsync policies (batch, interval at the default 1 s) on {fs}; the spool's figures come when "
-        "the spool does",
+        f"disk: the jsonl sink's fsync policies (batch, interval at the default 1 s) and the master's "
+        f"spool written around each forward under each fsync policy (jsonl+spool*), on {fs}",
         "event objects are built before the runs and frozen out of the garbage collector (gc.freeze), "
         "as a receiver's batch would be young and few",
     ]
@@ -387,10 +411,11 @@ def run(args: argparse.Namespace) -> int:
         # which would otherwise be charged to whichever case comes first.
         for c in cases:
             if c.name == c.baseline:
-                measure(c, dests[c.destination], pools[c.events], args.events, args.batch, 0)
+                measure(c, dests[c.destination], pools[c.events], args.events, args.batch, 0, workdir)
         for index in range(1, args.runs + 1):
             for c in cases:
-                record = measure(c, dests[c.destination], pools[c.events], args.events, args.batch, index)
+                record = measure(c, dests[c.destination], pools[c.events], args.events, args.batch, index,
+                                 workdir)
                 records.append(record)
                 _log(f"run {index}/{args.runs} {c.name}: {record['events_per_s']:,} events/s, "
                      f"{record['cpu_us_per_event']} µs CPU/event, delivered {record['delivered']:,} "

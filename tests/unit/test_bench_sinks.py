@@ -19,7 +19,8 @@ def _names(types: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize(("types", "expected"), [
-    (["jsonl"], ["jsonl", "jsonl-fsync-batch", "jsonl-fsync-interval"]),
+    (["jsonl"], ["jsonl", "jsonl-fsync-batch", "jsonl-fsync-interval", "jsonl+spool", "jsonl+spool-batch",
+                "jsonl+spool-interval"]),
     (["snmp"], ["jsonl-snmp", "snmp"]),
     (["hinemos", "syslog"], ["jsonl", "jsonl-custom", "syslog-udp", "syslog-tcp", "hinemos"]),
     (["nats", "redis-stream"], ["jsonl", "redis-stream", "redis-stream-json", "nats"]),
