@@ -136,6 +136,18 @@ class RedisConfig:
 
 
 @dataclass(frozen=True)
+class SpoolConfig:
+    """A single node's spool: what it claimed, on disk until every sink took it ("" : none).
+
+    A pair's master keeps its spool under `[ha]` (`spool`, `spool_fsync`, ...).
+    """
+
+    path: str = ""
+    fsync: str = "none"
+    fsync_interval: float = 1.0
+
+
+@dataclass(frozen=True)
 class HaConfig:
     """This node's part in an HA pair (with `dedup.store = "redis"`)."""
 
@@ -267,6 +279,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     ha: HaConfig = field(default_factory=HaConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
 
 
 T = TypeVar("T")
@@ -352,6 +365,8 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
     _one_of("dedup.store", config.dedup.store, STORES)
     _positive("dedup.window", config.dedup.window)
     _positive("dedup.max_entries", config.dedup.max_entries)
+    _one_of("spool.fsync", config.spool.fsync, FSYNC_POLICIES)
+    _positive("spool.fsync_interval", config.spool.fsync_interval)
     if not config.sinks:
         raise ConfigError("sinks", "at least one sink is required")
     for name, sink in config.sinks.items():
@@ -442,6 +457,7 @@ _SECTIONS: dict[str, type] = {
     "redis": RedisConfig,
     "ha": HaConfig,
     "controller": ControllerConfig,
+    "spool": SpoolConfig,
 }
 
 

@@ -5,7 +5,9 @@
 timed-out send with backoff until the sink takes it (nothing claimed is ever
 dropped). A batch is forwarded when every sink that takes any of it has
 acknowledged its part. `DedupStage` is the single-node stage: claim the batch
-in the store, forward what this node won.
+in the store, forward what this node won; with a spool, each batch is on disk
+from its claim until every sink took it, and what a killed process left there
+is sent again at the next start, under the same ids.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Protocol
 from dedup import Deduplicator
 from formats import Event
 from gateway._ratelog import RateLimited
+from gateway._records import decode_rescue, encode_rescue
 from gateway._render import render
 from gateway.config import SinkConfig
 from gateway.errors import SinkError
 from gateway.metrics import Counters
 from gateway.sinks import Outgoing, Sink
+from gateway.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class Stage(Protocol):
 
 
 _ANY = SinkConfig(type="any")
+_RESEND_CHUNK = 4096  # spooled events forwarded again at start, per forward
 
 
 class Forwarder:
@@ -138,9 +143,10 @@ def takes(config: SinkConfig, event: Event) -> bool:
 class DedupStage:
     """Single node: claim each batch in the store, forward the events won."""
 
-    def __init__(self, dedup: Deduplicator, forwarder: Forwarder) -> None:
+    def __init__(self, dedup: Deduplicator, forwarder: Forwarder, spool: Spool | None = None) -> None:
         self.dedup = dedup
         self.forwarder = forwarder
+        self.spool = spool
         self.counters = Counters("dedup", "stage")
 
     async def handle(self, events: list[Event]) -> None:
@@ -152,9 +158,36 @@ class DedupStage:
             keep = [i for i, w in enumerate(won) if w]
             counters.dropped["duplicate"] += len(events) - len(keep)
             events, fps, ids = [events[i] for i in keep], [fps[i] for i in keep], [ids[i] for i in keep]
+        await self._forward(events, fps, ids)
         counters.sent += len(events)
+
+    async def _forward(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
+        spool = self.spool
+        if spool is None or not events:
+            await self.forwarder.forward(events, fps, ids)
+            return
+        batch = spool.append([encode_rescue(e, f, i) for e, f, i in zip(events, fps, ids, strict=True)])
         await self.forwarder.forward(events, fps, ids)
+        spool.ack(batch)
+        spool.sync_if_due()
+
+    async def resend_spooled(self) -> int:
+        """Forward again what the spool kept from the last run (under its ids), then release it.
+
+        Run beside the pipeline at start: a sink still down holds only these.
+        """
+        if self.spool is None:
+            return 0
+        entries = [decode_rescue(entry) for entry in self.spool.recover()]
+        for start in range(0, len(entries), _RESEND_CHUNK):
+            chunk = entries[start : start + _RESEND_CHUNK]
+            await self.forwarder.forward([e for e, _, _ in chunk], [f for _, f, _ in chunk],
+                                         [i for _, _, i in chunk])
+            self.counters.handed_over["resent"] += len(chunk)
+        self.spool.release_kept()
+        return len(entries)
 
     def gauges(self) -> dict[str, float]:
-        """The store's figures."""
-        return {f"store_{name}": value for name, value in self.dedup.store.stats().items()}
+        """The store's figures, and the spool's."""
+        spool = {} if self.spool is None else {f"spool_{k}": v for k, v in self.spool.stats().items()}
+        return {**{f"store_{name}": value for name, value in self.dedup.store.stats().items()}, **spool}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -41,7 +42,9 @@ class Node:
         forwarder = Forwarder(config.node.name, list(self.sinks.values()),
                               configs=list(config.sinks.values()))
         self.roles: Roles | None = None
+        self.single: DedupStage | None = None
         self.stage: Stage
+        self._resend: asyncio.Task[None] | None = None
         if config.dedup.store == "redis":
             self.roles = self._pair(config, forwarder)
             self.stage = self.roles.stage
@@ -50,7 +53,8 @@ class Node:
             dedup = Deduplicator(
                 store, node=config.node.name, mode=Mode(config.dedup.mode), window=config.dedup.window
             )
-            self.stage = DedupStage(dedup, forwarder)
+            self.stage = self.single = DedupStage(dedup, forwarder, _spool(
+                "spool.path", config.spool.path, config.spool.fsync, config.spool.fsync_interval))
         p = config.pipeline
         self.pipeline = Pipeline(
             config.node.name, self.stage, self.quarantine, p.batch_size, p.flush_ms, p.max_queued
@@ -70,10 +74,7 @@ class Node:
         local = RedisStore(redis_settings(config.redis, "local"))
         peer = None if config.redis.cluster else RedisStore(redis_settings(config.redis, "peer"))
         ha = config.ha
-        try:
-            spool = Spool(ha.spool, fsync=ha.spool_fsync, fsync_interval=ha.spool_fsync_interval)
-        except OSError as exc:
-            raise ConfigError("ha.spool", f"cannot open {ha.spool}: {exc.strerror}") from None
+        spool = _spool("ha.spool", ha.spool, ha.spool_fsync, ha.spool_fsync_interval)
         stage = HaStage(
             config.node.name, peer or local, forwarder, Mode(config.dedup.mode), config.dedup.window,
             Lease(Role.STANDBY), grace=ha.grace, check_after=ha.check_after, max_pending=ha.max_pending,
@@ -118,6 +119,8 @@ class Node:
         for sink in self.sinks.values():
             await sink.start()
         self.pipeline.start()
+        if self.single is not None and self.single.spool is not None:
+            self._resend = asyncio.get_running_loop().create_task(self._resend_spooled(self.single))
         if self.roles is not None:
             ha = self.config.ha
             try:
@@ -153,8 +156,20 @@ class Node:
             self.roles.stage.stopping = True  # a master without a lease must not hold the drain up
         await self.pipeline.stop()
         await self._stop_pair()
+        if self._resend is not None:
+            self._resend.cancel()  # what it did not send again stays in the spool for the next start
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resend
+        if self.single is not None and self.single.spool is not None:
+            self.single.spool.close()
         for sink in self.sinks.values():
             await sink.close()
+
+    @staticmethod
+    async def _resend_spooled(stage: DedupStage) -> None:
+        sent = await stage.resend_spooled()
+        if sent:
+            log.warning("forwarded again %d events the spool kept from the last run", sent)
 
     async def _stop_pair(self) -> None:
         roles = self.roles
@@ -167,6 +182,16 @@ class Node:
             await roles.peer.close()
         if roles.stage.spool is not None:
             roles.stage.spool.close()
+
+
+def _spool(key: str, path: str, fsync: str, fsync_interval: float) -> Spool | None:
+    """The spool at `path` (None for ""); a path that cannot be opened is a config error on `key`."""
+    if not path:
+        return None
+    try:
+        return Spool(path, fsync=fsync, fsync_interval=fsync_interval)
+    except OSError as exc:
+        raise ConfigError(key, f"cannot open {path}: {exc.strerror}") from None
 
 
 async def serve(config: Config) -> None:

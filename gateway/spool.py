@@ -9,8 +9,9 @@ damaged record are both detected: each is counted and skipped, the records
 after a damaged one are found again by their magic, and a start never fails
 on what it reads. A process killed between a batch and its ack leaves the
 batch unacknowledged: at the next start `recover` returns its events, which
-the node puts on the rescue stream for whichever node is master, and the
-segments start again empty. A write reaches the page cache before the sink
+the node hands on (a pair's master: to the rescue stream for whichever node
+is master; a single node: to its sinks again, under the same ids), and
+those segments are removed. A write reaches the page cache before the sink
 is asked, so it survives kill -9 of the process; the fsync policy makes it
 survive power loss too: `batch` syncs every record, `interval` at most every
 `fsync_interval` seconds (and from `sync_if_due`, which the node calls
@@ -62,12 +63,13 @@ class Spool:
         self._next = self._segment << 32
         self._file = open(self._segment_path(self._segment), "ab")  # noqa: SIM115 - kept open until it rotates
         self._sizes: dict[int, int] = {n: self._segment_path(n).stat().st_size for n in numbers}
-        self._kept = set(numbers)  # a previous run's segments: only `clear` removes them
+        self._kept = set(numbers)  # previous runs' segments: only `release_kept` removes them
 
     # -- reading at start -------------------------------------------------------
 
     def recover(self) -> list[bytes]:
-        """The events of batches never acknowledged, oldest first (call `clear` once they are safe).
+        """The events of batches never acknowledged, oldest first (call `release_kept` once those
+        of previous runs are safe).
 
         Torn and corrupt records are skipped and counted in `damaged`; what
         the file of a previous version (one msgpack file at `path`) kept is
@@ -134,20 +136,15 @@ class Spool:
             self.damaged += 1  # a torn or foreign tail: what came before it is kept
         return [entry for entries in batches.values() for entry in entries]
 
-    def clear(self) -> None:
-        """Forget everything written so far: every segment (and a previous version's file) goes."""
-        for segment in self._segment_numbers():
-            if segment != self._segment:
-                self._segment_path(segment).unlink(missing_ok=True)
-                self._sizes.pop(segment, None)
+    def release_kept(self) -> None:
+        """Forget what previous runs kept (their segments, a previous version's file): what
+        `recover` returned of them is safe now. This run's batches stay."""
+        for segment in self._kept:
+            self._segment_path(segment).unlink(missing_ok=True)
+            self._sizes.pop(segment, None)
+        self._kept.clear()
         if self.path.is_file():
             self.path.unlink()
-        self._kept.clear()
-        self._file.truncate(0)
-        self._file.seek(0)
-        self._sizes[self._segment] = 0
-        self._open.clear()
-        self._batches_in.clear()
 
     # -- writing ----------------------------------------------------------------
 

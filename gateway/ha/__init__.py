@@ -3,8 +3,8 @@
 `HaStage` is the pipeline stage; `gateway.roles` changes its role.
 """
 
+from gateway._records import decode_rescue, encode_rescue
 from gateway.ha._lease import Lease, Role
-from gateway.ha._rescue import decode_rescue, encode_rescue
 from gateway.ha.stage import HaStage
 
 __all__ = ["HaStage", "Lease", "Role", "decode_rescue", "encode_rescue"]

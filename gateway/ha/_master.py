@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 
 from dedup import FencedError, StoreError, fingerprint
 from formats import Event
+from gateway._records import encode_rescue
 from gateway.ha._pending import Unnumbered
-from gateway.ha._rescue import encode_rescue
 
 if TYPE_CHECKING:
     from gateway.ha.stage import HaStage

@@ -38,12 +38,12 @@ from dedup import FencedError, Mode, StoreError, fingerprint
 from dedup.pair import PairStore
 from formats import Event
 from gateway._ratelog import RateLimited
+from gateway._records import decode_rescue, encode_rescue
 from gateway.forward import Forwarder
 from gateway.ha._lease import Lease, Role
 from gateway.ha._local import LocalRecord
 from gateway.ha._master import MasterPath
 from gateway.ha._pending import PendingBuffer, Unnumbered
-from gateway.ha._rescue import decode_rescue, encode_rescue
 from gateway.metrics import Counters
 from gateway.spool import Spool
 
@@ -457,7 +457,7 @@ class HaStage:
                 await self._put_on_rescue_stream(entries)
         except TimeoutError:
             raise StoreError("the rescue stream stayed full; the spool is kept", "rescue_full") from None
-        self.spool.clear()
+        self.spool.release_kept()
         return len(entries)
 
     async def _put_on_rescue_stream(self, entries: Sequence[bytes]) -> None:

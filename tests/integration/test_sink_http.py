@@ -450,3 +450,42 @@ def test_hinemos_down_30s_under_200_events_per_second_loses_nothing_and_keeps_ea
         fake.close()
         code, err = node.stop()
     assert code == 0 and "Traceback" not in err, err
+
+
+def test_a_single_node_killed_with_a_batch_in_its_spool_sends_it_again_under_the_same_ids(
+    tmp_path: Path,
+) -> None:
+    """The destination answers 503 while trapgate is killed with a batch in its spool; restarted
+    (the destination answering again), it sends that batch under the ids of the first attempt."""
+    endpoint = Endpoint(script=[503] * 1000)
+    sink = {"type": "http", "url": f"http://127.0.0.1:{endpoint.port}/", "retry_initial": 0.05,
+            "retry_max": 0.1}
+    node = with_sinks(Trapgate(tmp_path, {"spool": {"path": str(tmp_path / "spool")}}), {"h": sink})
+    node.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(20):
+                s.sendto(f"<14>1 2024-03-01T12:00:00Z r1 app - - - event {i}".encode(),
+                         ("127.0.0.1", node.syslog_port))
+        deadline = time.monotonic() + 10
+        while len(endpoint.requests) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node.status()["gauges"]["spool_batches"] >= 1
+        assert node.proc is not None
+        node.proc.kill()
+        node.proc.communicate()
+        refused = {e["id"]: e["msg"] for _, body in endpoint.requests for e in orjson.loads(body)}
+        endpoint.script, endpoint.requests = [], []
+        node.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            delivered = {e["id"]: e["msg"] for _, body in endpoint.requests for e in orjson.loads(body)}
+            if set(refused) <= set(delivered):
+                break
+            time.sleep(0.05)
+        assert refused and delivered.items() >= refused.items()
+        assert node.metric("trapgate_handed_over_total", component="dedup", reason="resent") == len(refused)
+    finally:
+        code, err = node.stop()
+        endpoint.close()
+    assert code == 0 and "Traceback" not in err, err

@@ -24,7 +24,7 @@ def test_unacknowledged_batches_are_recovered_in_order(tmp_path: Path) -> None:
     s.close()  # the process dies here
     again = Spool(tmp_path / "spool")
     assert again.recover() == [b"c", b"d"]
-    again.clear()
+    again.release_kept()
     assert again.recover() == []
 
 
@@ -90,16 +90,18 @@ def test_a_previous_runs_segments_are_kept_until_cleared(tmp_path: Path) -> None
     second.close()
     third = Spool(tmp_path / "spool")
     assert third.recover() == [b"from the first run"]
-    third.clear()
+    third.release_kept()
     assert segments(tmp_path) == [tmp_path / f"spool.{third._segment}"]
 
 
-def test_recover_does_not_lose_batches_written_after_it(tmp_path: Path) -> None:
+def test_releasing_what_previous_runs_kept_keeps_this_runs_batches(tmp_path: Path) -> None:
+    first = Spool(tmp_path / "spool")
+    first.append([b"old"])
+    first.close()
     s = Spool(tmp_path / "spool")
-    s.append([b"old"])
     assert s.recover() == [b"old"]
-    s.clear()
-    s.append([b"new"])
+    s.append([b"new"])  # written while the old ones are handed on
+    s.release_kept()
     s.close()
     assert Spool(tmp_path / "spool").recover() == [b"new"]
 
@@ -109,7 +111,7 @@ def test_the_file_of_a_previous_version_is_recovered_and_cleared(tmp_path: Path)
     (tmp_path / "spool").write_bytes(pack([0, 0, [b"a"]]) + pack([0, 1, [b"b"]]) + pack([1, 0]))
     s = Spool(tmp_path / "spool")
     assert s.recover() == [b"b"]
-    s.clear()
+    s.release_kept()
     assert not (tmp_path / "spool").exists()
 
 

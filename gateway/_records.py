@@ -1,4 +1,4 @@
-"""How an event travels on the rescue stream and sits in the spool."""
+"""How an event travels on the rescue stream and sits in a spool: one msgpack record."""
 
 from __future__ import annotations
 
