@@ -181,7 +181,7 @@ class CheckConfig:
     fail_after: int = 0
 
 
-CHECKS = ("gateway", "redis", "data_dir", "interfaces", "floating_ip")
+CHECKS = ("gateway", "redis", "data_dir", "interfaces", "floating_ip", "witnesses")
 
 
 @dataclass(frozen=True)

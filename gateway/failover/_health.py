@@ -8,8 +8,11 @@ failures in a row (a single slow answer is not a failover).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
+import socket
+import struct
 import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -88,16 +91,36 @@ def data_dir(path: Path, min_free_mb: int) -> Check:
 
 
 def interfaces(names: Sequence[str]) -> Check:
-    """Every named network interface is up."""
+    """Every named network interface is up and has an address (IPv4 or IPv6)."""
 
     async def check() -> bool:
         for name in names:
             state = Path(f"/sys/class/net/{name}/operstate")
             if not state.exists() or state.read_text().strip() not in ("up", "unknown"):
                 return False
+            if not has_address(name):
+                return False
         return True
 
     return check
+
+
+_SIOCGIFADDR = 0x8915
+
+
+def has_address(name: str) -> bool:
+    """Whether interface `name` has an IPv4 address (SIOCGIFADDR) or an IPv6 one (/proc/net/if_inet6)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+            return True
+        except OSError:
+            pass
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split()[-1:] == [name] for line in lines)
 
 
 def floating_ip(address: str) -> Check:

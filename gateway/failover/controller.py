@@ -133,6 +133,7 @@ class Controller:
         self.epoch = 0
         self.witnesses_ok: bool | None = None  # None: no witness configured
         self.witnesses_seen_at = -math.inf  # when the last witness round that reached one began
+        self._witness_failures = 0  # witness rounds in a row that reached none
         # When this node sent the newest heartbeat the peer acknowledged (monotonic), and the send
         # times of the recent ones by seq.
         self.acked_at = -math.inf
@@ -318,15 +319,23 @@ class Controller:
 
     async def _witness_loop(self) -> None:
         timeout = min(0.5, self.c.dead_after / 2)
+        own = self.c.checks.get("witnesses")
+        every = own.every if own is not None and own.every else self.c.health_every
         while True:
             began = self.monotonic()
             seen = await asyncio.gather(*(health.reachable(w, timeout) for w in self.c.witnesses))
             self.witnesses_seen(any(seen), began)
-            await asyncio.sleep(self.c.health_every)
+            await asyncio.sleep(every)
 
     def witnesses_seen(self, ok: bool, began: float) -> None:
-        """The result of a witness round that began at `began` (monotonic)."""
-        self.witnesses_ok = ok
+        """The result of a witness round that began at `began` (monotonic): the witnesses count as
+        lost after `fail_after` failed rounds in a row ([controller.checks.witnesses]; 1 unless set,
+        so that isolation shows within `dead_after`)."""
+        own = self.c.checks.get("witnesses")
+        fail_after = own.fail_after if own is not None and own.fail_after else 1
+        self._witness_failures = 0 if ok else self._witness_failures + 1
+        self.witnesses_ok = self._witness_failures < fail_after
+        self._report_change("witnesses", self.witnesses_ok, "none reached")
         if ok:
             self.witnesses_seen_at = max(self.witnesses_seen_at, began)
 

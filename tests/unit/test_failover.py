@@ -11,7 +11,14 @@ from aiohttp.test_utils import make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
 from formats import parser_names
-from gateway.config import Config, ControllerConfig, PathConfig, config_from_dict, validate_for_controller
+from gateway.config import (
+    CheckConfig,
+    Config,
+    ControllerConfig,
+    PathConfig,
+    config_from_dict,
+    validate_for_controller,
+)
 from gateway.errors import ConfigError
 from gateway.failover._health import Checked
 from gateway.failover._heartbeat import Beat, Opener, Sealer, open_sealed
@@ -357,3 +364,16 @@ def test_the_metrics_page_shows_role_epoch_switchovers_health_and_lease() -> Non
     c.role, c.gateway = "standby", {"role": "standby", "epoch": 3, "lease_remaining": None}
     samples = metrics_samples(c)
     assert (samples["trapgate_role"], samples["trapgate_lease_remaining_seconds"]) == (0.0, 0.0)
+
+
+def test_witnesses_count_as_lost_after_their_own_failure_threshold() -> None:
+    c, clock = controller(checks={"witnesses": CheckConfig(every=0.5, fail_after=2)})
+    c.witnesses_seen(False, clock.now)
+    assert c.witnesses_ok  # one failed round of two
+    c.witnesses_seen(False, clock.now)
+    assert c.witnesses_ok is False
+    c.witnesses_seen(True, clock.now)
+    assert c.witnesses_ok and c.witnesses_seen_at == clock.now
+    d, _ = controller()
+    d.witnesses_seen(False, clock.now)
+    assert d.witnesses_ok is False  # by default the first failed round counts
