@@ -428,20 +428,37 @@ def test_a_promoted_master_that_lost_the_reply_to_its_take_forwards_those_events
 
     async def main() -> tuple[list[str], HaStage]:
         sink = ListSink()
-        b = HaStage("b", LosesReplies(redis, takes=1), Forwarder("b", sink), Mode.EXACT, 30.0,
-                    lease(Role.STANDBY), grace=5.0, check_after=5.0)
-        b.start()
-        await b.handle([ev(f"only-b-{i}") for i in range(10)])  # the old master never got these
-        await until(lambda: len(b.pending) == 10, 5, "the standby to number its copies")
+        b = await standby_with_copies_only_it_got(LosesReplies(redis, takes=1), sink)
         b.lease = lease(Role.MASTER, 2)
-        await until(lambda: len(sink.lines) >= 10, 5, "the promotion flush to forward them")
-        await asyncio.sleep(0.3)
-        await b.stop()
-        await b.store.close()  # type: ignore[attr-defined]
-        return sink.msgs(), b
+        return await forwarded_once_master(b, sink), b
 
-    msgs, b = asyncio.run(main())
-    assert sorted(msgs) == sorted(f"only-b-{i}" for i in range(10))
+    assert_each_forwarded_once(*asyncio.run(main()))
+
+
+ONLY_B = [f"only-b-{i}" for i in range(10)]
+
+
+async def standby_with_copies_only_it_got(store: RedisStore, sink: ListSink) -> HaStage:
+    """A running standby b that numbered `ONLY_B`, events the old master never got."""
+    b = HaStage("b", store, Forwarder("b", sink), Mode.EXACT, 30.0, lease(Role.STANDBY), grace=5.0,
+                check_after=5.0)
+    b.start()
+    await b.handle([ev(msg) for msg in ONLY_B])
+    await until(lambda: len(b.pending) == len(ONLY_B), 5, "the standby to number its copies")
+    return b
+
+
+async def forwarded_once_master(b: HaStage, sink: ListSink) -> list[str]:
+    """What b (now master) forwarded, once it forwarded `ONLY_B` and settled; b stopped."""
+    await until(lambda: len(sink.lines) >= len(ONLY_B), 5, "the new master to forward them")
+    await asyncio.sleep(0.3)
+    await b.stop()
+    await b.store.close()  # type: ignore[attr-defined]
+    return sink.msgs()
+
+
+def assert_each_forwarded_once(msgs: list[str], b: HaStage) -> None:
+    assert sorted(msgs) == sorted(ONLY_B)
     assert b.counters.dropped["forwarded_already"] == 0
 
 
@@ -517,23 +534,13 @@ def test_a_promotion_flush_whose_lease_lapsed_after_the_take_forwards_those_even
 
     async def main() -> tuple[list[str], HaStage]:
         sink = ListSink()
-        b = HaStage("b", SlowTakes(redis, delay=0.3), Forwarder("b", sink), Mode.EXACT, 30.0,
-                    lease(Role.STANDBY), grace=5.0, check_after=5.0)
-        b.start()
-        await b.handle([ev(f"only-b-{i}") for i in range(10)])  # the old master never got these
-        await until(lambda: len(b.pending) == 10, 5, "the standby to number its copies")
+        b = await standby_with_copies_only_it_got(SlowTakes(redis, delay=0.3), sink)
         b.lease = Lease(Role.MASTER, 2, until=time.monotonic() + 0.1)  # lapses during the take
         await asyncio.sleep(0.5)
         b.lease = lease(Role.MASTER, 2)  # the controller's next renewal
-        await until(lambda: len(sink.lines) >= 10, 5, "the renewed master to forward them")
-        await asyncio.sleep(0.3)
-        await b.stop()
-        await b.store.close()  # type: ignore[attr-defined]
-        return sink.msgs(), b
+        return await forwarded_once_master(b, sink), b
 
-    msgs, b = asyncio.run(main())
-    assert sorted(msgs) == sorted(f"only-b-{i}" for i in range(10))
-    assert b.counters.dropped["forwarded_already"] == 0
+    assert_each_forwarded_once(*asyncio.run(main()))
 
 
 @contextlib.asynccontextmanager
