@@ -213,7 +213,7 @@ class Controller:
         if c.witnesses:
             self._tasks.append(loop.create_task(self._witness_loop()))
         log.warning("controller of %s: priority %d, paths %s, settle %.1fs", self.node, c.priority,
-                    ", ".join(c.paths), c.settle)
+                    ", ".join(self._path_names()), c.settle)
 
     async def stop(self) -> None:
         """Stop the loops and close everything (the gateway's term then runs out by itself)."""
@@ -290,12 +290,16 @@ class Controller:
             await asyncio.sleep(self.c.heartbeat)
 
     async def _tcp_serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Read the peer's session: each heartbeat is a 2-byte length and a sealed datagram."""
+        """Read the peer's session: each heartbeat is a 2-byte length and a sealed datagram.
+
+        A cancelled read (the session torn down under it) ends the session quietly: asyncio's
+        server would otherwise log the handler's CancelledError with a traceback.
+        """
         try:
             while True:
                 size = int.from_bytes(await reader.readexactly(2), "big")
                 self._received("tcp", await reader.readexactly(size))
-        except (asyncio.IncompleteReadError, OSError):
+        except (asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
