@@ -589,7 +589,7 @@ def controller_ports(table: dict[str, Any]) -> set[int]:
 
 def node_ports(node: Node) -> set[int]:
     """Every port a `Node`'s gateway binds."""
-    return {node.syslog_port, node.http_port, node.admin_port, node.snmp_port}
+    return {node.syslog_port, node.syslog_tcp_port, node.http_port, node.admin_port, node.snmp_port}
 
 
 @dataclass(frozen=True)
@@ -618,23 +618,26 @@ class Placement:
         return free_udp_port("127.0.0.1" if self.prefix else host)
 
 
-def controller_tables(hosts: tuple[str, str], witnesses: list[str],
+def controller_tables(hosts: tuple[str, str], witnesses: list[str], tcp_path: bool = False,
                       **options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The `[controller]` tables of node a (priority 200) and node b (priority 100), each node
     on one loopback address of `hosts` (see `placed_controller_tables`)."""
     return placed_controller_tables((Placement.loopback(hosts[0]), Placement.loopback(hosts[1])),
-                                    witnesses, **options)
+                                    witnesses, tcp_path=tcp_path, **options)
 
 
 def placed_controller_tables(placements: tuple[Placement, Placement], witnesses: list[str],
+                             tcp_path: bool = False,
                              **options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The `[controller]` tables of node a (priority 200) and node b (priority 100).
 
     Each node gets a free port for every path in `PATHS` (on that path's address)
     and for its status API (on its admin address); `options` override the timing
-    (heartbeat, dead_after, ...).
+    (heartbeat, dead_after, ...). `tcp_path`: a `[controller.tcp]` session path too,
+    on a port of its own on the service path's address.
     """
     ports = [{name: p.free_port(p.path_hosts[name]) for name in PATHS} | {"status": p.free_port(p.admin_host)}
+             | ({"tcp": p.free_port(p.path_hosts["service"])} if tcp_path else {})
              for p in placements]
     tables = []
     for me, (place, priority) in enumerate(zip(placements, (200, 100), strict=True)):
@@ -646,6 +649,8 @@ def placed_controller_tables(placements: tuple[Placement, Placement], witnesses:
             "peer_status": f"{peer.admin_host}:{ports[1 - me]['status']}",
             "paths": {name: {"local": f"{place.path_hosts[name]}:{ports[me][name]}",
                              "peer": f"{peer.path_hosts[name]}:{ports[1 - me][name]}"} for name in PATHS},
+            **({"tcp": {"local": f"{place.path_hosts['service']}:{ports[me]['tcp']}",
+                        "peer": f"{peer.path_hosts['service']}:{ports[1 - me]['tcp']}"}} if tcp_path else {}),
             **options,
         })
     return tables[0], tables[1]
@@ -801,11 +806,13 @@ def switchover_time(node: Node, since: float, timeout: float = 10.0) -> float | 
 
 
 class OutputWatch(threading.Thread):
-    """Samples a node's output size every 5 ms until `stop`; `last_growth` is when it last grew."""
+    """Samples a node's output size every 5 ms until `stop`; `first_growth` and `last_growth` are
+    when it first and last grew after `start` (monotonic; None: not yet)."""
 
     def __init__(self, node: Node) -> None:
         super().__init__(daemon=True, name=f"watch-{node.name}")
         self.node = node
+        self.first_growth: float | None = None
         self.last_growth: float | None = None
         self._stopped = threading.Event()
 
@@ -818,6 +825,8 @@ class OutputWatch(threading.Thread):
             now = self._size()
             if now > last:
                 self.last_growth, last = time.monotonic(), now
+                if self.first_growth is None:
+                    self.first_growth = self.last_growth
 
     def stop(self) -> float | None:
         """Stop sampling; the monotonic time of the last growth seen (None: never grew)."""
@@ -921,7 +930,7 @@ class ControlledPair(Pair):
 @contextmanager
 def running_controlled_pair(tmp_path: Path, witness_per_node: bool = False, with_arbiter: bool = False,
                             placements: tuple[Placement, Placement] | None = None, outside: str = "127.0.0.1",
-                            **options: Any) -> Iterator[ControlledPair]:
+                            tcp_path: bool = False, **options: Any) -> Iterator[ControlledPair]:
     """Two Redis (b's replicating a's), two gateways started as standby, one witness, two
     controllers (a priority 200, b 100); yields once a is master. Everything is stopped on
     exit, controllers first; a traceback in any log fails the test after the cleanup.
@@ -931,7 +940,8 @@ def running_controlled_pair(tmp_path: Path, witness_per_node: bool = False, with
     `trapgate witness` arbiter runs on `outside` and both tables name it (`arbiter`,
     `vote_lease` 2.0 unless `options` say otherwise). `placements`: where a's and b's
     servers listen and how their processes start (default: a on 127.0.0.2, b on
-    127.0.0.3); witnesses and the arbiter listen on `outside`.
+    127.0.0.3); witnesses and the arbiter listen on `outside`. `tcp_path`: both tables
+    have a `[controller.tcp]` session path besides the UDP paths of `PATHS`.
     """
     reason = controller_available()
     if reason is not None:
@@ -953,7 +963,8 @@ def running_controlled_pair(tmp_path: Path, witness_per_node: bool = False, with
                               prefix=place_b.prefix).start()
         started.append(redis_b)
         for _ in range(10):  # the gateways pick their ports apart from the controllers': no clash
-            table_a, table_b = placed_controller_tables((place_a, place_b), [witness.address], **options)
+            table_a, table_b = placed_controller_tables((place_a, place_b), [witness.address],
+                                                        tcp_path=tcp_path, **options)
             if witness_b is not None:
                 table_b["witnesses"] = [witness_b.address]
             a = Node("a", place_a.host, tmp_path / "a", redis_a, redis_b, "standby", controller=table_a,

@@ -2,30 +2,36 @@
 controller and a Redis, and a witness outside the pair.
 
 Every scenario sends about 3,000 events/s to both nodes with 1% loss on each
-path and real repeats (every 50th text sent 2 or 3 times), injects its fault
-while the sender runs, prints one line (scenario, switchover seconds from the
-fault to the first line forwarded by the new master, lost, duplicated,
-forwarders per epoch), and only then asserts.
+path and real repeats (every 50th text sent 2 or 3 times), mixed as a device
+sends them (`mixed_load`): syslog over UDP and over TCP, custom traps over HTTP
+(curl) and SNMP traps (snmptrap). It injects its fault while the sender runs,
+prints one line (scenario, switchover seconds from the fault to the first line
+forwarded by the new master, lost, duplicated, forwarders per epoch), and only
+then asserts.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.ha.conftest import (
     PATHS,
     ROOT,
     TCP_EVERY,
     ControlledPair,
+    Controller,
     Device,
     Load,
     LoopbackCut,
@@ -39,9 +45,11 @@ from tests.ha.conftest import (
     forwarders_per_epoch,
     load_in_background,
     log_tail,
+    pause_redis,
     pin,
     ran_at,
     redis_role,
+    resume_redis,
     reused_ids,
     running_controlled_pair,
     switchover_time,
@@ -67,6 +75,17 @@ LEASE = 0.8
 LEASE_AND_ONE_BATCH = LEASE + 0.2
 # The old master, stopped mid-batch, may have written one batch it never marked (see test_faults).
 ONE_BATCH_HERE = 64
+# Besides syslog over UDP (and over TCP every TCP_EVERY-th event): one custom trap (curl) and one
+# SNMP trap (snmptrap) per 1,000 events.
+CUSTOM_EVERY = 1000
+SNMP_EVERY = 1000
+
+
+def mixed_load(device: Device, seconds: float) -> Load:
+    """`seconds` of load at `RATE` in the background: syslog over UDP (with repeats) and TCP,
+    custom traps over HTTP and SNMP traps (see the module docstring)."""
+    return load_in_background(device, int(seconds * RATE), RATE, custom_every=CUSTOM_EVERY,
+                              snmp_every=SNMP_EVERY, tcp_every=TCP_EVERY)
 
 
 def one_forwarder_per_epoch(pair: ControlledPair) -> bool:
@@ -86,7 +105,7 @@ def report(name: str, switchover: float | None, device: Device,
 def kill_master_gateway(pair: ControlledPair, device: Device) -> tuple[float | None, set[str], int, Load]:
     """SIGKILL a's gateway 1 s into a 4 s load; (switchover seconds, ids a had in flight,
     a's epoch before, the load)."""
-    load = load_in_background(device, 4 * RATE, RATE, tcp_every=TCP_EVERY)
+    load = mixed_load(device, 4)
     time.sleep(1.0)
     epoch = int(pair.ctl_a.status()["epoch"])
     fault = time.monotonic()
@@ -100,7 +119,7 @@ def test_election_at_start_makes_the_preferred_node_the_only_forwarder(
         controlled_pair: ControlledPair) -> None:
     p = controlled_pair
     device = Device(p.nodes, loss=LOSS)
-    load = load_in_background(device, 2 * RATE, RATE, tcp_every=TCP_EVERY)
+    load = mixed_load(device, 2)
     time.sleep(1.2)
     shown = trapgate("status", "-c", str(p.b.config), "--json")
     printed = trapgate("status", "-c", str(p.b.config))
@@ -139,7 +158,7 @@ def test_master_gateway_killed_standby_takes_over_within_two_seconds(controlled_
     switchover, in_flight, epoch, load = kill_master_gateway(p, device)
     load.join()
     wait_quiet([p.b])
-    lost, _ = report("master gateway SIGKILL", switchover, device, p)
+    lost, doubled = report("master gateway SIGKILL", switchover, device, p)
     dups = duplicate_ids(p.nodes)
     print(f"  in flight at kill {len(in_flight)}, duplicated ids {len(dups)}; "
           f"a {p.ctl_a.summary()}; b {p.ctl_b.summary()}")
@@ -149,6 +168,7 @@ def test_master_gateway_killed_standby_takes_over_within_two_seconds(controlled_
     assert p.ctl_a.role() != "master", p.ctl_a.status()
     assert not lost, lost
     assert set(dups) <= in_flight, set(dups) - in_flight
+    assert sum(doubled.values()) <= ONE_BATCH_HERE, doubled
     assert not doubled_under_new_ids(device, p.nodes)
     assert one_forwarder_per_epoch(p), forwarders_per_epoch(p.nodes)
 
@@ -156,7 +176,7 @@ def test_master_gateway_killed_standby_takes_over_within_two_seconds(controlled_
 def test_master_controller_killed_its_gateway_stops_within_the_lease(controlled_pair: ControlledPair) -> None:
     p = controlled_pair
     device = Device(p.nodes, loss=LOSS)
-    load = load_in_background(device, 5 * RATE, RATE)
+    load = mixed_load(device, 5)
     time.sleep(1.0)
     epoch = int(p.ctl_a.status()["epoch"])
     watch = OutputWatch(p.a)
@@ -175,7 +195,7 @@ def test_master_controller_killed_its_gateway_stops_within_the_lease(controlled_
 
     assert a_stopped is None or a_stopped <= LEASE_AND_ONE_BATCH, a_stopped
     assert not gateway_a["forwarding"], gateway_a
-    assert switchover is not None, "b never forwarded"
+    assert switchover is not None and switchover <= TARGET, switchover
     wait_controller_role(p.ctl_b, "master", above_epoch=epoch, timeout=1.0)
     assert not lost, lost
     assert sum(doubled.values()) <= ONE_BATCH_HERE, doubled
@@ -186,7 +206,7 @@ def test_master_controller_killed_its_gateway_stops_within_the_lease(controlled_
 def test_node_death_standby_takes_over_within_two_seconds(controlled_pair: ControlledPair) -> None:
     p = controlled_pair
     device = Device(p.nodes, loss=LOSS)
-    load = load_in_background(device, 4 * RATE, RATE, tcp_every=TCP_EVERY)
+    load = mixed_load(device, 4)
     time.sleep(1.0)
     epoch = int(p.ctl_a.status()["epoch"])
     fault = time.monotonic()
@@ -198,7 +218,7 @@ def test_node_death_standby_takes_over_within_two_seconds(controlled_pair: Contr
     in_flight = p.a.spool_ids()
     load.join()
     wait_quiet([p.b])
-    lost, _ = report("node death (gateway, controller, redis SIGKILL)", switchover, device, p)
+    lost, doubled = report("node death (gateway, controller, redis SIGKILL)", switchover, device, p)
     dups = duplicate_ids(p.nodes)
     print(f"  in flight at kill {len(in_flight)}, duplicated ids {len(dups)}; b {p.ctl_b.summary()}; "
           f"b's redis {redis_role(p.redis_b)}")
@@ -209,6 +229,7 @@ def test_node_death_standby_takes_over_within_two_seconds(controlled_pair: Contr
     assert redis_role(p.redis_b) == "master"
     assert not lost, lost
     assert set(dups) <= in_flight, set(dups) - in_flight
+    assert sum(doubled.values()) <= ONE_BATCH_HERE, doubled
     assert not doubled_under_new_ids(device, p.nodes)
     assert one_forwarder_per_epoch(p), forwarders_per_epoch(p.nodes)
 
@@ -217,7 +238,7 @@ def test_master_gateway_paused_five_seconds_forwards_nothing_after_waking(
         controlled_pair: ControlledPair) -> None:
     p = controlled_pair
     device = Device(p.nodes, loss=LOSS)
-    load = load_in_background(device, 9 * RATE, RATE)
+    load = mixed_load(device, 9)
     time.sleep(1.0)
     epoch = int(p.ctl_a.status()["epoch"])
     fault = time.monotonic()
@@ -235,7 +256,7 @@ def test_master_gateway_paused_five_seconds_forwards_nothing_after_waking(
     print(f"  a's output grew {grown} bytes after SIGCONT; kernel drops on a {p.a.udp_drops()}; "
           f"a {p.ctl_a.summary()}; b {p.ctl_b.summary()}")
 
-    assert switchover is not None, "b did not take over during the 5 s pause"
+    assert switchover is not None and switchover <= TARGET, switchover
     assert grown == 0, "the old master forwarded after waking"
     wait_controller_role(p.ctl_b, "master", above_epoch=epoch, timeout=1.0)
     wait_role(p.a, "standby", timeout=2.0)
@@ -261,7 +282,7 @@ def test_one_heartbeat_path_of_two_cut_changes_nothing(controlled_pair: Controll
     before, heard_before = roles(), p.ctl_b.status()["peer"]["paths"]
     device = Device(p.nodes, loss=LOSS)
     with LoopbackCut() as lo:
-        load = load_in_background(device, 8 * RATE, RATE)
+        load = mixed_load(device, 8)
         time.sleep(1.0)
         with lo.cut(p.path_ports(path)):
             time.sleep(2.5)
@@ -299,7 +320,7 @@ def test_failback_switch_back_under_load_loses_and_doubles_nothing(controlled_pa
     after_takeover = {"a": p.ctl_a.summary(), "b": p.ctl_b.summary(), "gateway a": p.a.status()["role"]}
     dups_before = duplicate_ids(p.nodes)
 
-    load = load_in_background(device, 4 * RATE, RATE)
+    load = mixed_load(device, 4)
     time.sleep(1.0)
     epoch_b = int(p.ctl_b.status()["epoch"])
     asked = time.monotonic()
@@ -345,9 +366,12 @@ def test_master_gateway_killed_median_switchover_of_five_runs_within_two_seconds
             switchover, in_flight, _, load = kill_master_gateway(p, device)
             load.join()
             wait_quiet([p.b])
-            lost, _ = report(f"master gateway SIGKILL, run {run + 1} of 5", switchover, device, p)
+            lost, doubled = report(f"master gateway SIGKILL, run {run + 1} of 5", switchover, device, p)
             assert not lost, lost
-            assert set(duplicate_ids(p.nodes)) <= in_flight
+            assert set(duplicate_ids(p.nodes)) <= in_flight, set(duplicate_ids(p.nodes)) - in_flight
+            assert sum(doubled.values()) <= ONE_BATCH_HERE, doubled
+            assert not doubled_under_new_ids(device, p.nodes)
+            assert one_forwarder_per_epoch(p), forwarders_per_epoch(p.nodes)
             times.append(switchover)
     known = [t for t in times if t is not None]
     median = statistics.median(known) if len(known) == len(times) else None
@@ -388,7 +412,7 @@ def test_master_redis_killed_hands_over_to_the_healthy_standby(controlled_pair: 
     device = Device(p.nodes, loss=LOSS)
     timeline = RoleTimeline(p)
     timeline.start()
-    load = load_in_background(device, 6 * RATE, RATE)
+    load = mixed_load(device, 6)
     time.sleep(1.0)
     epoch = int(p.ctl_a.status()["epoch"])
     fault = time.monotonic()
@@ -430,7 +454,7 @@ def test_master_redis_killed_hands_over_to_the_healthy_standby(controlled_pair: 
     assert one_forwarder_per_epoch(p), forwarders_per_epoch(p.nodes)
     assert timeline.most_forwarding(since=fault) <= 1, timeline.text(fault)
     assert not sa["health"]["redis"], sa["health"]
-    assert switchover is not None, "b never forwarded"
+    assert switchover is not None and switchover <= TARGET, switchover
     wait_controller_role(p.ctl_b, "master", above_epoch=epoch, timeout=1.0)
     assert p.ctl_a.role() != "master", p.ctl_a.status()
 
@@ -441,7 +465,7 @@ def test_master_controller_paused_five_seconds_standby_takes_over_and_a_stays_st
     device = Device(p.nodes, loss=LOSS)
     timeline = RoleTimeline(p)
     timeline.start()
-    load = load_in_background(device, 9 * RATE, RATE)
+    load = mixed_load(device, 9)
     time.sleep(1.0)
     epoch = int(p.ctl_a.status()["epoch"])
     watch = OutputWatch(p.a)
@@ -471,7 +495,7 @@ def test_master_controller_paused_five_seconds_standby_takes_over_and_a_stays_st
     assert sum(doubled.values()) <= ONE_BATCH_HERE, doubled
     assert not doubled_under_new_ids(device, p.nodes)
     assert a_stopped is None or a_stopped <= LEASE_AND_ONE_BATCH, a_stopped
-    assert switchover is not None, "b did not take over during the 5 s pause"
+    assert switchover is not None and switchover <= TARGET, switchover
     assert grown == 0, "a forwarded after SIGCONT"
     standby_after = {f"standby@{e}" for e in range(epoch + 1, epoch + 3)} | {"?"}
     assert timeline.seen("ctl a", since=woke) <= standby_after, \
@@ -481,23 +505,37 @@ def test_master_controller_paused_five_seconds_standby_takes_over_and_a_stays_st
     assert p.ctl_a.role() == "standby" and p.a.status()["role"]["role"] == "standby"
 
 
-def full_heartbeat_cut(p: ControlledPair, name: str, cut_tcp: list[int] | None = None,
-                       seconds_cut: float = 5.0) -> tuple[Any, ...]:
-    """Cut every heartbeat path (and TCP to `cut_tcp`) for `seconds_cut` s under an 11 s load.
+@dataclass
+class HeartbeatCut:
+    """What `full_heartbeat_cut` saw; times are monotonic."""
 
-    Returns (fault time, heal time, timeline, lost, doubled, roles before, switchover of b,
-    a's last output growth, statuses sampled mid-cut).
-    """
+    fault: float
+    healed: float
+    timeline: RoleTimeline
+    device: Device
+    lost: dict[str, int]
+    doubled: dict[str, int]
+    before: dict[str, tuple[Any, ...]]  # `controller_roles` before the cut
+    dropped: int  # heartbeats (and witness connects) the cut dropped
+    switchover: float | None  # seconds from the cut to b's first line forwarded; None: b forwarded none
+    last_growth_a: float | None  # when a's output last grew (None: not after the cut)
+    mid: dict[str, dict[str, Any]]  # each controller's status, 60% into the cut
+
+
+def full_heartbeat_cut(p: ControlledPair, name: str, cut_tcp: list[int] | None = None,
+                       seconds_cut: float = 5.0) -> HeartbeatCut:
+    """Cut every heartbeat path (and TCP to `cut_tcp`) for `seconds_cut` s under an 11 s load;
+    print the scenario's line (with b's switchover, if any) and the roles over time."""
     before = controller_roles(p)
     device = Device(p.nodes, loss=LOSS)
     timeline = RoleTimeline(p)
     timeline.start()
-    watch = OutputWatch(p.a)
+    watch_a, watch_b = OutputWatch(p.a), OutputWatch(p.b)
     with LoopbackCut() as lo:
-        load = load_in_background(device, 11 * RATE, RATE)
+        load = mixed_load(device, 11)
         time.sleep(1.0)
-        size_b = p.b.out.stat().st_size if p.b.out.exists() else 0
-        watch.start()
+        watch_a.start()
+        watch_b.start()
         fault = time.monotonic()
         with lo.cut(all_path_ports(p), tcp_ports=cut_tcp or ()):
             time.sleep(seconds_cut * 0.6)
@@ -507,18 +545,18 @@ def full_heartbeat_cut(p: ControlledPair, name: str, cut_tcp: list[int] | None =
         healed = time.monotonic()
         load.join()
         wait_quiet(p.nodes)
-    last_growth_a = watch.stop()
+    last_growth_a = watch_a.stop()
+    watch_b.stop()
     timeline.stop()
-    b_first = None
-    if p.b.out.exists() and p.b.out.stat().st_size > size_b:
-        b_first = "grew"
-    lost, doubled = report(name, None, device, p)
-    print(f"  heartbeats dropped {dropped}; b's output {b_first or 'did not grow'}; "
+    switchover = None if watch_b.first_growth is None else watch_b.first_growth - fault
+    lost, doubled = report(name, switchover, device, p)
+    print(f"  heartbeats dropped {dropped}; "
           f"mid-cut a isolated {mid['a']['isolated']} peer alive {mid['a']['peer']['alive']}, "
           f"b isolated {mid['b']['isolated']} peer alive {mid['b']['peer']['alive']}; "
           f"before {before}; now {controller_roles(p)}\n"
           f"  roles over time (cut at 0, healed at {healed - fault:.2f}):\n{timeline.text(fault)}")
-    return fault, healed, timeline, lost, doubled, before, dropped, last_growth_a, mid, device
+    return HeartbeatCut(fault, healed, timeline, device, lost, doubled, before, dropped, switchover,
+                        last_growth_a, mid)
 
 
 @pytest.mark.timeout(120)
@@ -527,22 +565,23 @@ def test_full_heartbeat_cut_with_arbiter_gives_no_second_master(tmp_path: Path) 
     if reason is not None:
         pytest.skip(reason)
     with running_controlled_pair(tmp_path, with_arbiter=True) as p:
-        fault, _, timeline, lost, doubled, before, dropped, _, mid, _ = full_heartbeat_cut(
-            p, "every heartbeat path cut 5 s, with arbiter")
+        cut = full_heartbeat_cut(p, "every heartbeat path cut 5 s, with arbiter")
         after = controller_roles(p)
         arbiter = p.ctl_a.status()["arbiter"]
         arbiter_log = log_tail(p.arbiter.log, 5) if p.arbiter else ''
         print(f"  arbiter: a's view {arbiter}; arbiter log: {arbiter_log}")
+        timeline, fault, mid = cut.timeline, cut.fault, cut.mid
 
-        assert dropped > 0, "the cut dropped nothing"
+        assert cut.dropped > 0, "the cut dropped nothing"
         assert not mid["b"]["peer"]["alive"] and not mid["a"]["peer"]["alive"], mid
-        assert not lost, lost
-        assert not doubled, doubled
+        assert not cut.lost, cut.lost
+        assert not cut.doubled, cut.doubled
         assert list(forwarders_per_epoch(p.nodes).values()) == [{"a"}], forwarders_per_epoch(p.nodes)
+        assert cut.switchover is None, cut.switchover
         assert all(v.startswith("standby") or v == "?" for v in timeline.seen("ctl b")), timeline.text(fault)
         assert all(v.startswith("standby") or v == "?" for v in timeline.seen("gw b")), timeline.text(fault)
         assert timeline.most_forwarding() <= 1, timeline.text(fault)
-        assert before == after, (before, after)
+        assert cut.before == after, (cut.before, after)
         assert p.a.status()["role"]["forwarding"] and p.b.status()["role"]["role"] == "standby"
 
 
@@ -552,8 +591,8 @@ def test_full_heartbeat_cut_without_arbiter_heals_to_one_master(tmp_path: Path) 
     if reason is not None:
         pytest.skip(reason)
     with running_controlled_pair(tmp_path) as p:
-        fault, _, timeline, lost, doubled, _, dropped, _, _, device = full_heartbeat_cut(
-            p, "every heartbeat path cut 5 s, no arbiter (documented risk)")
+        cut = full_heartbeat_cut(p, "every heartbeat path cut 5 s, no arbiter (documented risk)")
+        fault, timeline, device = cut.fault, cut.timeline, cut.device
         # After the heal: within a few seconds, one master, the one with the highest epoch.
         def masters() -> list[str]:
             return [c.name for c in p.controllers if c.role() == "master"]
@@ -565,16 +604,18 @@ def test_full_heartbeat_cut_without_arbiter_heals_to_one_master(tmp_path: Path) 
                         if shot["ctl a"].startswith("master") and shot["ctl b"].startswith("master")]
         both_forwarding = [t - fault for t, shot in timeline.snapshots
                            if "+fwd" in shot["gw a"] and "+fwd" in shot["gw b"]]
-        print(f"  after the heal: master {masters()}, epochs {epochs}; duplicated {sum(doubled.values())}, "
-              f"duplicated ids {len(duplicate_ids(p.nodes))}, under new ids "
-              f"{len(doubled_under_new_ids(device, p.nodes))}; forwarders per epoch "
+        under_new_ids = doubled_under_new_ids(device, p.nodes)
+        print(f"  after the heal: master {masters()}, epochs {epochs}; duplicated "
+              f"{sum(cut.doubled.values())}, duplicated ids {len(duplicate_ids(p.nodes))}, under new ids "
+              f"{len(under_new_ids)}; forwarders per epoch "
               f"{ {e: sorted(n) for e, n in per_epoch.items()} }; both controllers master in "
               f"{len(both_masters)} samples ({seconds(min(both_masters, default=None))} .. "
               f"{seconds(max(both_masters, default=None))}); both gateways forwarding in "
               f"{len(both_forwarding)} samples")
 
-        assert dropped > 0, "the cut dropped nothing"
-        assert not lost, lost
+        assert cut.dropped > 0, "the cut dropped nothing"
+        assert not cut.lost, cut.lost
+        assert not under_new_ids, under_new_ids
         assert one_forwarder_per_epoch(p), per_epoch
         (master,) = masters()
         assert epochs[master] == max(epochs.values()), epochs
@@ -592,19 +633,19 @@ def test_master_isolated_stops_and_the_standby_takes_over(tmp_path: Path) -> Non
     # 127.0.0.1, so each node gets a witness of its own and a's witness port is cut.
     with running_controlled_pair(tmp_path, witness_per_node=True) as p:
         epoch = int(p.ctl_a.status()["epoch"])
-        fault, _, timeline, _, _, _, dropped, last_growth_a, mid, device = full_heartbeat_cut(
-            p, "master isolated 5 s (every path and its witness cut)",
-            cut_tcp=[witness_port(p.witness.address)])
+        cut = full_heartbeat_cut(p, "master isolated 5 s (every path and its witness cut)",
+                                 cut_tcp=[witness_port(p.witness.address)])
+        fault, timeline, mid, device = cut.fault, cut.timeline, cut.mid, cut.device
         lost, doubled = fault_report("  owed only what reached b (or a before the cut)", device, p.nodes,
                                      owed_if=lambda name, t: name == "b" or t < fault - 0.5)
         isolated_at = min((t for t, shot in timeline.snapshots if "!iso" in shot["ctl a"]), default=None)
         b_master_at = min((t for t, shot in timeline.snapshots if "+fwd" in shot["gw b"]), default=None)
-        a_stopped = None if last_growth_a is None else last_growth_a - fault
+        a_stopped = None if cut.last_growth_a is None else cut.last_growth_a - fault
         print(f"  a isolated at {seconds(None if isolated_at is None else isolated_at - fault)}, "
               f"a's output last grew at {seconds(a_stopped)}, b forwarding at "
               f"{seconds(None if b_master_at is None else b_master_at - fault)} (after the fault)")
 
-        assert dropped > 0, "the cut dropped nothing"
+        assert cut.dropped > 0, "the cut dropped nothing"
         assert mid["a"]["isolated"] and not mid["b"]["isolated"], mid
         assert not lost, lost
         assert one_forwarder_per_epoch(p), forwarders_per_epoch(p.nodes)
@@ -612,9 +653,10 @@ def test_master_isolated_stops_and_the_standby_takes_over(tmp_path: Path) -> Non
         assert sum(doubled.values()) <= ONE_BATCH_HERE, doubled
         assert timeline.most_forwarding() <= 1, timeline.text(fault)
         assert isolated_at is not None
-        assert last_growth_a is None or last_growth_a <= isolated_at + LEASE_AND_ONE_BATCH, \
+        assert cut.last_growth_a is None or cut.last_growth_a <= isolated_at + LEASE_AND_ONE_BATCH, \
             (a_stopped, isolated_at - fault)
         assert b_master_at is not None, "b did not take over"
+        assert cut.switchover is not None and cut.switchover <= TARGET, cut.switchover
         wait_controller_role(p.ctl_b, "master", above_epoch=epoch, timeout=1.0)
         wait_controller_role(p.ctl_a, "standby", timeout=3.0)
 
@@ -626,20 +668,21 @@ def test_standby_isolated_changes_nothing(tmp_path: Path) -> None:
         pytest.skip(reason)
     with running_controlled_pair(tmp_path, witness_per_node=True) as p:
         assert p.witness_b is not None
-        fault, _, timeline, lost, doubled, before, dropped, _, mid, _ = full_heartbeat_cut(
-            p, "standby isolated 5 s (every path and its witness cut)",
-            cut_tcp=[witness_port(p.witness_b.address)])
+        cut = full_heartbeat_cut(p, "standby isolated 5 s (every path and its witness cut)",
+                                 cut_tcp=[witness_port(p.witness_b.address)])
         time.sleep(1.0)
         after = controller_roles(p)
 
-        assert dropped > 0, "the cut dropped nothing"
-        assert mid["b"]["isolated"] and not mid["a"]["isolated"], mid
-        assert not lost, lost
-        assert not doubled, doubled
+        assert cut.dropped > 0, "the cut dropped nothing"
+        assert cut.mid["b"]["isolated"] and not cut.mid["a"]["isolated"], cut.mid
+        assert not cut.lost, cut.lost
+        assert not cut.doubled, cut.doubled
         assert list(forwarders_per_epoch(p.nodes).values()) == [{"a"}], forwarders_per_epoch(p.nodes)
+        assert cut.switchover is None, cut.switchover
         # "?": a sample whose status could not be read (the host is loaded) says nothing of the role.
-        assert all(v.startswith("standby") for v in timeline.seen("ctl b") - {"?"}), timeline.text(fault)
-        assert before == after, (before, after)
+        assert all(v.startswith("standby") for v in cut.timeline.seen("ctl b") - {"?"}), \
+            cut.timeline.text(cut.fault)
+        assert cut.before == after, (cut.before, after)
 
 
 def test_master_cpu_overload_twice_over_no_switchover(controlled_pair: ControlledPair) -> None:
@@ -652,7 +695,7 @@ def test_master_cpu_overload_twice_over_no_switchover(controlled_pair: Controlle
     device = Device(p.nodes, loss=LOSS)
     timeline = RoleTimeline(p)
     timeline.start()
-    load = load_in_background(device, 10 * RATE, RATE)
+    load = mixed_load(device, 10)
     time.sleep(1.0)
     fault = time.monotonic()
     worst: dict[str, float] = {}
@@ -685,7 +728,7 @@ def test_both_nodes_restarted_at_once_a_is_master_again(controlled_pair: Control
     p = controlled_pair
     device = Device(p.nodes, loss=LOSS)
     settle = float(p.a.controller_table["settle"])  # type: ignore[index]
-    load = load_in_background(device, 12 * RATE, RATE)
+    load = mixed_load(device, 12)
     time.sleep(1.5)
     epoch = max(int(c.status()["epoch"]) for c in p.controllers)
     down = terminate_at_once(p.nodes, p.controllers)
@@ -720,3 +763,172 @@ def test_both_nodes_restarted_at_once_a_is_master_again(controlled_pair: Control
     assert set(forwarders_per_epoch(p.nodes)) == {epoch, int(status_a["epoch"])}, \
         forwarders_per_epoch(p.nodes)
     assert not lost, lost
+
+
+# --- The TCP session path, the controller's /metrics, an unhealthy standby ----------------------
+
+
+@pytest.mark.timeout(120)
+def test_every_udp_heartbeat_path_cut_the_tcp_session_path_keeps_the_roles(tmp_path: Path) -> None:
+    reason = tc_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_controlled_pair(tmp_path, tcp_path=True) as p:
+        before, heard_before = controller_roles(p), p.ctl_b.status()["peer"]["paths"]
+        device = Device(p.nodes, loss=LOSS)
+        timeline = RoleTimeline(p)
+        timeline.start()
+        watch_b = OutputWatch(p.b)
+        oldest: dict[str, dict[str, float]] = {c.name: {} for c in p.controllers}  # per path, mid-cut
+        shown = None
+        with LoopbackCut() as lo:
+            load = mixed_load(device, 7)
+            time.sleep(1.0)
+            watch_b.start()
+            fault = time.monotonic()
+            with lo.cut(all_path_ports(p)):
+                while time.monotonic() - fault < 4.0:
+                    for c in p.controllers:
+                        for path, age in c.status()["peer"]["paths"].items():
+                            seen = math.inf if age is None else float(age)
+                            oldest[c.name][path] = max(oldest[c.name].get(path, 0.0), seen)
+                    if shown is None and time.monotonic() - fault > 2.0:
+                        shown = trapgate("status", "-c", str(p.b.config), "--json")
+                    time.sleep(0.1)
+                dropped = tc_dropped()
+            after_cut = controller_roles(p)
+            load.join()
+            wait_quiet(p.nodes)
+        watch_b.stop()
+        timeline.stop()
+        switchover = None if watch_b.first_growth is None else watch_b.first_growth - fault
+        lost, doubled = report("every UDP heartbeat path cut 4 s, the TCP session path up", switchover,
+                               device, p)
+        assert shown is not None and shown.returncode == 0, shown
+        status_b = json.loads(shown.stdout)
+        in_status = {"b": status_b["this"]["peer"]["paths"], "a": status_b["peer"]["peer"]["paths"]}
+        rounded = {name: {path: round(age, 2) for path, age in ages.items()} for name, ages in oldest.items()}
+        print(f"  oldest heartbeat age per path mid-cut {rounded}; `trapgate status` on b, 2 s into the "
+              f"cut: {in_status}; heartbeats dropped {dropped}; before {before}; after the cut {after_cut}; "
+              f"now {controller_roles(p)}")
+
+        assert heard_before.get("tcp") is not None and heard_before["tcp"] < 1.0, heard_before
+        assert dropped > 0, "the cut dropped nothing"
+        for name in ("a", "b"):
+            assert all(oldest[name][path] > 1.0 for path in PATHS), oldest  # the UDP paths were cut
+            assert oldest[name]["tcp"] < 1.0, oldest
+            assert in_status[name]["tcp"] is not None and in_status[name]["tcp"] < 1.0, in_status
+        assert before == after_cut == controller_roles(p), (before, after_cut, controller_roles(p))
+        assert switchover is None, switchover
+        assert all(v.startswith("standby") for v in timeline.seen("ctl b") - {"?"}), timeline.text(fault)
+        assert timeline.most_forwarding() <= 1, timeline.text(fault)
+        assert not lost, lost
+        assert not doubled, doubled
+        assert list(forwarders_per_epoch(p.nodes).values()) == [{"a"}], forwarders_per_epoch(p.nodes)
+
+
+CONTROLLER_METRICS = ("trapgate_role", "trapgate_epoch", "trapgate_switchovers_total",
+                      "trapgate_heartbeat_age_seconds", "trapgate_health_check",
+                      "trapgate_lease_remaining_seconds")
+
+
+def controller_metrics(ctl: Controller) -> tuple[set[str], dict[str, float]]:
+    """A controller's /metrics page: the names it declares (`# TYPE`), and its samples as
+    `name` or `name{label="value"}` -> value."""
+    code, body = ctl.get("/metrics")
+    assert code == 200, body
+    text = body.decode()
+    declared = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
+    return declared, samples
+
+
+def test_controller_metrics_show_role_epoch_switchovers_heartbeat_ages_health_and_lease(
+        controlled_pair: ControlledPair) -> None:
+    p = controlled_pair
+    device = Device(p.nodes, loss=LOSS)
+    load = mixed_load(device, 3)
+    time.sleep(1.5)
+    pages = {c.name: controller_metrics(c) for c in p.controllers}
+    statuses = {c.name: c.status() for c in p.controllers}
+    load.join()
+    wait_quiet(p.nodes)
+    lost, doubled = report("controller /metrics under load", None, device, p)
+    shown = {name: {k: round(v, 3) for k, v in samples.items() if k.startswith(CONTROLLER_METRICS)}
+             for name, (_, samples) in pages.items()}
+    print(f"  a's /metrics {shown['a']}\n  b's /metrics {shown['b']}")
+
+    (declared_a, a), (declared_b, b) = pages["a"], pages["b"]
+    assert set(CONTROLLER_METRICS) <= declared_a and set(CONTROLLER_METRICS) <= declared_b, \
+        (declared_a, declared_b)
+    assert a["trapgate_role"] == 1.0 and b["trapgate_role"] == 0.0, (a, b)
+    epoch = statuses["a"]["epoch"]
+    assert epoch >= 1 and a["trapgate_epoch"] == b["trapgate_epoch"] == epoch, (a, b, epoch)
+    assert a['trapgate_switchovers_total{reason="election"}'] == 1.0, a
+    assert 0.0 < a["trapgate_lease_remaining_seconds"] <= LEASE, a
+    assert b["trapgate_lease_remaining_seconds"] == 0.0, b
+    for name, samples in (("a", a), ("b", b)):
+        switchovers = sum(v for k, v in samples.items() if k.startswith("trapgate_switchovers_total"))
+        assert switchovers == statuses[name]["switchovers"], (name, samples, statuses[name])
+        for path in PATHS:
+            assert 0.0 <= samples[f'trapgate_heartbeat_age_seconds{{path="{path}"}}'] < 1.0, (name, samples)
+        checks = set(statuses[name]["health"]) - {"witnesses"}
+        assert {"gateway", "redis", "data_dir"} <= checks, statuses[name]["health"]
+        assert all(samples[f'trapgate_health_check{{check="{check}"}}'] == 1.0 for check in checks), \
+            (name, samples)
+    assert not lost, lost
+    assert not doubled, doubled
+    assert list(forwarders_per_epoch(p.nodes).values()) == [{"a"}], forwarders_per_epoch(p.nodes)
+
+
+@pytest.mark.timeout(120)
+def test_an_unhealthy_standby_never_promotes_and_does_once_healthy_again(
+        controlled_pair: ControlledPair) -> None:
+    p = controlled_pair
+    device = Device(p.nodes, loss=LOSS)
+    timeline = RoleTimeline(p)
+    timeline.start()
+    load = mixed_load(device, 12)
+    time.sleep(1.0)
+    epoch = int(p.ctl_a.status()["epoch"])
+    paused = time.monotonic()
+    pause_redis(p.redis_b)
+    try:
+        wait_until(lambda: p.ctl_b.status()["health"]["redis"] is False, "b's redis check fails", 5.0)
+        fault = time.monotonic()
+        p.a.kill()
+        device.nodes = [p.b]
+        held = switchover_time(p.b, fault, timeout=5.0)
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - fault)))
+        held_status = p.ctl_b.status()
+    finally:
+        resume_redis(p.redis_b)
+    back = time.monotonic()
+    switchover = switchover_time(p.b, back, timeout=10.0)
+    load.join()
+    wait_quiet([p.b])
+    timeline.stop()
+    lost, doubled = report(f"standby's redis SIGSTOP {back - paused:.1f} s, master gateway SIGKILL "
+                           f"{fault - paused:.2f} s in; b forwarded {seconds(held)} while unhealthy; "
+                           f"from its redis back", switchover, device, p)
+    print(f"  b while unhealthy: health {held_status['health']}, role {held_status['role']}@"
+          f"{held_status['epoch']}; b now {p.ctl_b.summary()}\n"
+          f"  roles over time (master gateway SIGKILL at 0, b's redis back at {back - fault:.2f}):\n"
+          f"{timeline.text(fault)}")
+
+    assert held_status["health"]["redis"] is False and not held_status["healthy"], held_status
+    assert held is None, f"b forwarded {held:.2f} s after the kill, while its redis check failed"
+    assert held_status["role"] == "standby", held_status
+    assert all(v.startswith("standby") for v in timeline.seen("ctl b", since=fault, until=back) - {"?"}), \
+        timeline.text(fault)
+    assert not any("+fwd" in v for v in timeline.seen("gw b", since=fault, until=back)), timeline.text(fault)
+    assert switchover is not None, "b did not take over once its redis was back"
+    wait_controller_role(p.ctl_b, "master", above_epoch=epoch, timeout=1.0)
+    assert not lost, lost
+    assert sum(doubled.values()) <= ONE_BATCH_HERE, doubled
+    assert not doubled_under_new_ids(device, p.nodes)
+    assert one_forwarder_per_epoch(p), forwarders_per_epoch(p.nodes)
