@@ -72,6 +72,14 @@ class Intake:
         if len(items) >= self._batch_size:
             self.flush()
 
+    def add_received(self, receive: Callable[[list[RawItem], float], int]) -> int:
+        """Let `receive` append raw inputs to the batch being cut (one call for many: a socket
+        drained at once, each input stamped with one time); returns how many it added."""
+        got = receive(self.items, _now())
+        if len(self.items) >= self._batch_size:
+            self.flush()
+        return got
+
     def flush(self) -> None:
         """Hand the items gathered so far to the pipeline."""
         if self.items:

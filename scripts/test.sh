@@ -50,6 +50,14 @@ beside=$!
 set +e
 .venv/bin/python -m pytest -m "not outage"
 main=$?
+# The receivers and their clients again on the pure-Python path (TRAPGATE_PURE: no compiled module).
+if [ "$main" -eq 0 ]; then
+    echo "--- the receivers on the pure-Python path ---"
+    TRAPGATE_PURE=1 .venv/bin/python -m pytest -p no:cacheprovider tests/unit/test_udp_batch.py \
+        tests/integration/test_syslog_clients.py tests/integration/test_snmp_clients.py \
+        tests/integration/test_custom_http.py
+    main=$?
+fi
 wait "$beside"
 other=$?
 set -e

@@ -14,16 +14,19 @@ RFC 3414 asks, so that informs keep working across restarts.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from formats import Event, Peer
 from formats.snmp import DiscoveryError, SnmpError
 from formats.snmp import SnmpReceiver as SansIoReceiver
+from gateway._ratelog import RateLimited
 from gateway._snmp_config import snmp_config
 from gateway.errors import GatewayError
 from gateway.receivers.udp import UdpReceiver
 
 _MAX_BOOTS = 2**31 - 1
+_report = RateLimited(logging.getLogger(__name__))
 
 
 def next_engine_boots(path: Path) -> int:
@@ -62,9 +65,16 @@ class SnmpReceiver(UdpReceiver):
         return event
 
     def _send(self, reply: bytes, peer: Peer) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(reply, peer)
-            self.intake.counters.replies += 1
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.sendto(reply, peer)
+        except OSError as exc:  # a full send buffer, an unreachable sender: the reply is lost
+            self.intake.counters.errors["reply_not_sent"] += 1
+            _report(logging.WARNING, "reply", "cannot send an SNMP reply to %s: %s", peer[0], exc.strerror)
+            return
+        self.intake.counters.replies += 1
 
     async def start(self) -> str:
         """Bind and start reading; return where it listens."""
