@@ -49,7 +49,8 @@ class Node:
             self.roles = self._pair(config, forwarder)
             self.stage = self.roles.stage
         else:
-            store = MemoryStore(config.dedup.max_entries)
+            # One node alone: exact-mode ids are never claimed twice, so none is kept (see MemoryStore).
+            store = MemoryStore(config.dedup.max_entries, exact_claims=False)
             dedup = Deduplicator(
                 store, node=config.node.name, mode=Mode(config.dedup.mode), window=config.dedup.window
             )

@@ -152,3 +152,22 @@ def test_memory_store_count_ids_numbers_after_them_and_claims_nothing() -> None:
     # In the same window; the other node's counter did not move.
     assert s.claim_now("m", ["a"], EXACT, 10.0, now=1.0) == (["a-5-1"], [True])
     assert s.counted_ids("n", now=10.0) == []  # the windows opened at 0 closed
+
+
+def test_memory_store_without_exact_claims_numbers_alike_and_still_suppresses() -> None:
+    with_claims, without = MemoryStore(), MemoryStore(exact_claims=False)
+    for now, batch in [(0.0, ["a", "b", "a"]), (5.0, ["a"]), (12.0, ["a", "b"])]:
+        expected = with_claims.claim_now("n", batch, EXACT, 10.0, now)
+        assert without.claim_now("n", batch, EXACT, 10.0, now) == expected
+    assert without.stats()["entries"] == 0 and with_claims.stats()["entries"] > 0
+    assert without.claim_now("n", ["s", "s"], SUPPRESS, 10.0, 20.0)[1] == [True, False]
+
+
+def test_memory_store_a_window_renewed_in_a_later_bucket_outlives_the_bucket_it_left() -> None:
+    s = MemoryStore()
+    s.claim_now("n", ["f"], EXACT, 10.0, now=0.0)  # closes at 10
+    (renewed,), _ = s.claim_now("n", ["f"], EXACT, 10.0, now=10.5)  # a new window, closes at 20.5
+    s.claim_now("n", [], EXACT, 10.0, now=11.5)  # the first window's bucket has ended
+    assert s.open_windows() == 1
+    assert s.claim_now("n", ["f"], EXACT, 10.0, now=12.0) == ([renewed[:-1] + "2"], [True])
+    assert s.counted_ids("n", now=12.0) == [renewed[:-1] + "2"]
