@@ -14,7 +14,7 @@ from formats import Event
 from gateway.config import SinkConfig, config_from_dict
 from gateway.errors import SinkError
 from gateway.forward import Forwarder
-from gateway.metrics import exposition
+from gateway.metrics import Latency, exposition
 from gateway.sinks import Outgoing, open_sinks
 from gateway.sinks.jsonl import JsonlOptions, JsonlSink
 from tests.memory_sink import ListSink
@@ -124,3 +124,39 @@ def test_sinks_config_builds_every_named_sink_and_the_old_sink_table_still_works
     with pytest.raises(SinkError, match="cannot open sink file"):
         open_sinks(config_from_dict({"sinks": {"x": {"type": "jsonl", "path": str(tmp_path / "no/x")}}},
                                     formats).sinks)
+
+
+def test_a_sink_gets_at_most_concurrency_sends_at_once_and_backoff_doubles_up_to_retry_max() -> None:
+    class Watched(ListSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.in_flight = self.most = 0
+            self.failures_at: list[float] = []
+
+        async def send(self, batch: Sequence[Outgoing]) -> None:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            try:
+                await asyncio.sleep(0.02)
+                if len(self.failures_at) < 4 and batch[0].id == "f-1-0":
+                    self.failures_at.append(time.monotonic())
+                    raise SinkError("down")
+                await super().send(batch)
+            finally:
+                self.in_flight -= 1
+
+    sink = Watched()
+    sink.counters.latency = Latency()
+    config = SinkConfig("list", batch_size=2, concurrency=3, retry_initial=0.05, retry_max=0.1)
+    forwarder = Forwarder("a", [sink], configs=[config])
+    events = [ev("syslog", f"m{i}") for i in range(12)]
+    assert asyncio.run(forwarder.forward(events, ["f"] * 12, [f"f-1-{i}" for i in range(12)]))
+    assert sorted(sink.msgs()) == sorted(f"m{i}" for i in range(12))
+    assert sink.most == 3  # six batches of two, three at a time
+    gaps = [b - a for a, b in zip(sink.failures_at, sink.failures_at[1:], strict=False)]
+    # Each gap is the backoff plus the 20 ms send: 0.05, then 0.1, then capped at 0.1 (not 0.2).
+    assert gaps[0] >= 0.07 and gaps[1] >= 0.12 and 0.12 <= gaps[2] < 0.21, gaps
+    text = exposition([sink.counters], dict).decode()
+    assert 'trapgate_send_latency_seconds_count{component="list",kind="sink"} 6.0' in text
+    slowest = 0.02 * 5 + 0.05 + 0.1 * 3  # the batch that failed four times, with its backoffs
+    assert sink.counters.latency.total >= slowest
