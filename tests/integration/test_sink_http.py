@@ -411,6 +411,45 @@ def order_report(seqs: list[int], n: int) -> str:
             f"first step back at {back}: {seqs[max(0, (back or 0) - 3):(back or 0) + 3]}")
 
 
+SOURCES, RATE, SECONDS = 3, 200, 40
+TOTAL = RATE * SECONDS // SOURCES * SOURCES
+
+
+def through_a_30s_outage(node: Trapgate, server: Served) -> None:
+    """Send `TOTAL` syslog lines over `SOURCES` TCP connections at `RATE`/s for `SECONDS` s; the
+    destination `server` is stopped from 5 s to 35 s."""
+
+    def send() -> None:
+        conns = [socket.create_connection(("127.0.0.1", node.syslog_port)) for _ in range(SOURCES)]
+        started = time.monotonic()
+        for n in range(TOTAL):
+            time.sleep(max(0.0, started + n / RATE - time.monotonic()))
+            s = n % SOURCES
+            conns[s].sendall(f"<14>1 2024-03-01T12:00:00Z h{s} app - - - seq={n // SOURCES}\n".encode())
+        for conn in conns:
+            conn.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(5)
+    server.stop()
+    time.sleep(30)
+    server.start()
+    sender.join()
+
+
+def each_sources_order(lines: list[dict[str, Any]]) -> dict[str, str]:
+    """Per source (hostname): "ok" when its seqs arrived 0 .. n-1 in order, a repeat under the same
+    id (a resend) counted once."""
+    seen: dict[str, list[int]] = {f"h{s}": [] for s in range(SOURCES)}
+    ids: set[str] = set()
+    for line in lines:
+        if line["id"] not in ids:
+            ids.add(line["id"])
+            seen[line["hostname"]].append(int(line["msg"].removeprefix("seq=")))
+    return {h: order_report(n, TOTAL // SOURCES) for h, n in seen.items()}
+
+
 @pytest.mark.outage
 def test_hinemos_down_30s_under_200_events_per_second_loses_nothing_and_keeps_each_sources_order(
         tmp_path: Path) -> None:
@@ -418,36 +457,35 @@ def test_hinemos_down_30s_under_200_events_per_second_loses_nothing_and_keeps_ea
     sink = {"type": "hinemos", "url": f"http://127.0.0.1:{fake.port}", "facility_id": "gw",
             "timeout": 2.0, "retry_max": 1.0}
     node = with_sinks(Trapgate(tmp_path), {"hin": sink}).start()
-    sources, rate, seconds = 3, 200, 40
-    total = rate * seconds // sources * sources
-
-    def send() -> None:
-        conns = [socket.create_connection(("127.0.0.1", node.syslog_port)) for _ in range(sources)]
-        started = time.monotonic()
-        for n in range(total):
-            time.sleep(max(0.0, started + n / rate - time.monotonic()))
-            s = n % sources
-            conns[s].sendall(f"<14>1 2024-03-01T12:00:00Z h{s} app - - - seq={n // sources}\n".encode())
-        for conn in conns:
-            conn.close()
-
     try:
-        sender = threading.Thread(target=send)
-        sender.start()
-        time.sleep(5)
-        fake.stop()
-        time.sleep(30)
-        fake.start()
-        sender.join()
-        got = fake.wait_entries(total, 60)
-        seen: dict[str, list[int]] = {f"h{s}": [] for s in range(sources)}
-        for _, entry in got:
-            line = json.loads(entry["MSG"])
-            seen[line["hostname"]].append(int(line["msg"].removeprefix("seq=")))
-        assert {h: order_report(n, total // sources) for h, n in seen.items()} == dict.fromkeys(seen, "ok")
+        through_a_30s_outage(node, fake)
+        lines = [json.loads(entry["MSG"]) for _, entry in fake.wait_entries(TOTAL, 60)]
+        assert each_sources_order(lines) == dict.fromkeys(each_sources_order(lines), "ok")
         assert node.metric("trapgate_failed_total", component="hin") > 0
     finally:
         fake.close()
+        code, err = node.stop()
+    assert code == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.outage
+def test_http_down_30s_under_200_events_per_second_loses_nothing_and_keeps_each_sources_order(
+        tmp_path: Path) -> None:
+    endpoint = Endpoint()
+    sink = {"type": "http", "url": f"http://127.0.0.1:{endpoint.port}/", "timeout": 2.0, "retry_max": 1.0}
+    node = with_sinks(Trapgate(tmp_path), {"h": sink}).start()
+    try:
+        through_a_30s_outage(node, endpoint)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines = [e for _, body in list(endpoint.requests) for e in orjson.loads(body)]
+            if len({line["id"] for line in lines}) >= TOTAL:
+                break
+            time.sleep(0.2)
+        assert each_sources_order(lines) == dict.fromkeys(each_sources_order(lines), "ok")
+        assert node.metric("trapgate_failed_total", component="h") > 0
+    finally:
+        endpoint.close()
         code, err = node.stop()
     assert code == 0 and "Traceback" not in err, err
 
