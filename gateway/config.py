@@ -40,9 +40,10 @@ def parse_address(key: str, value: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """Who this node is."""
+    """Who this node is, and how long a stop (SIGTERM) may take before the process exits anyway."""
 
     name: str = field(default_factory=socket.gethostname)
+    stop_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -365,6 +366,7 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
     _one_of("dedup.store", config.dedup.store, STORES)
     _positive("dedup.window", config.dedup.window)
     _positive("dedup.max_entries", config.dedup.max_entries)
+    _positive("node.stop_timeout", config.node.stop_timeout)
     _one_of("spool.fsync", config.spool.fsync, FSYNC_POLICIES)
     _positive("spool.fsync_interval", config.spool.fsync_interval)
     if not config.sinks:

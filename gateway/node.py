@@ -211,4 +211,27 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     print("trapgate: stopping", file=sys.stderr, flush=True)
-    await node.stop()
+    within = config.node.stop_timeout
+    stopping = loop.create_task(node.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=within)
+    if not done:
+        # A sink that never answers, or a stop stuck elsewhere: exit all the same, and say where.
+        log.error("stopping took longer than node.stop_timeout (%.1f s): exiting with %d events queued "
+                  "(the spool keeps the batch being sent); waiting: %s", within, node.pipeline.queued,
+                  "; ".join(_waiting_tasks()))
+        stopping.cancel()
+        await asyncio.wait({stopping}, timeout=1.0)
+    else:
+        stopping.result()
+
+
+def _waiting_tasks() -> list[str]:
+    """Each other task of the loop as 'coroutine at file:line' of the frame it waits in."""
+    out = []
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task():
+            continue
+        frames = task.get_stack()
+        where = f"{frames[-1].f_code.co_filename}:{frames[-1].f_lineno}" if frames else "?"
+        out.append(f"{getattr(task.get_coro(), '__qualname__', task.get_name())} at {where}")
+    return out

@@ -527,3 +527,19 @@ def test_a_single_node_killed_with_a_batch_in_its_spool_sends_it_again_under_the
         code, err = node.stop()
         endpoint.close()
     assert code == 0 and "Traceback" not in err, err
+
+
+def test_a_stop_with_a_destination_that_never_answers_ends_within_stop_timeout(tmp_path: Path) -> None:
+    sink = {"type": "http", "url": f"http://127.0.0.1:{free_port()}/", "retry_initial": 0.05,
+            "retry_max": 0.1}
+    node = with_sinks(Trapgate(tmp_path, {"node": {"stop_timeout": 2.0}}), {"h": sink}).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(10):
+            s.sendto(f"<14>1 2024-03-01T12:00:00Z r1 app - - - event {i}".encode(),
+                     ("127.0.0.1", node.syslog_port))
+    time.sleep(0.5)  # the first batch is being retried: nothing listens there
+    started = time.monotonic()
+    code, err = node.stop()
+    took = time.monotonic() - started
+    assert code == 0 and took < 2.0 + 2.5, (took, err)
+    assert "stopping took longer than node.stop_timeout (2.0 s)" in err and "Traceback" not in err, err
