@@ -72,13 +72,12 @@ class Intake:
         if len(items) >= self._batch_size:
             self.flush()
 
-    def add_received(self, receive: Callable[[list[RawItem], float], int]) -> int:
+    def add_received(self, receive: Callable[[list[RawItem], float], int]) -> None:
         """Let `receive` append raw inputs to the batch being cut (one call for many: a socket
-        drained at once, each input stamped with one time); returns how many it added."""
-        got = receive(self.items, _now())
+        drained at once, each input stamped with one time)."""
+        receive(self.items, _now())
         if len(self.items) >= self._batch_size:
             self.flush()
-        return got
 
     def flush(self) -> None:
         """Hand the items gathered so far to the pipeline."""

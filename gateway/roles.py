@@ -75,6 +75,11 @@ def redis_settings(config: RedisConfig, which: str) -> RedisSettings:
         raise ConfigError(f"redis.{which}", str(exc)) from None
 
 
+def _why(exc: StoreError | TimeoutError) -> str:
+    """The reason of a store error, or the peer's answer time that ran out."""
+    return exc.reason if isinstance(exc, StoreError) else f"no answer within {_PEER_ANSWERS_WITHIN}s"
+
+
 def _host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     return parts.hostname or "127.0.0.1", parts.port or 6379
@@ -182,8 +187,7 @@ class Roles:
                 async with asyncio.timeout(_PEER_ANSWERS_WITHIN):
                     (peer_epoch, _), peer_role = await asyncio.gather(peer.read_epoch(), peer.role())
             except (StoreError, TimeoutError) as exc:
-                reason = getattr(exc, "reason", f"no answer within {_PEER_ANSWERS_WITHIN}s")
-                log.warning("the peer's Redis does not answer (%s); promoting without it", reason)
+                log.warning("the peer's Redis does not answer (%s); promoting without it", _why(exc))
         epoch = max(local_epoch, peer_epoch, current.epoch) + 1
         if peer is not None and peer_role is not None and peer_role.role == "master":
             await peer.raise_epoch(epoch, self.node)  # its master's next write is refused
@@ -198,8 +202,7 @@ class Roles:
                 async with asyncio.timeout(_PEER_ANSWERS_WITHIN):
                     await peer.replicate_from(host, port)
             except (StoreError, TimeoutError) as exc:
-                reason = getattr(exc, "reason", f"no answer within {_PEER_ANSWERS_WITHIN}s")
-                log.warning("cannot make the peer's Redis a replica of this one (%s)", reason)
+                log.warning("cannot make the peer's Redis a replica of this one (%s)", _why(exc))
         local.epoch = epoch
         stage.store = local
         await stage.restore_counters()

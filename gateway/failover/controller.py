@@ -134,6 +134,7 @@ class Controller:
         self.witnesses_ok: bool | None = None  # None: no witness configured
         self.witnesses_seen_at = -math.inf  # when the last witness round that reached one began
         self._witness_failures = 0  # witness rounds in a row that reached none
+        self._witness_every, self._witness_fail_after = self._check_timing("witnesses", 1)
         # When this node sent the newest heartbeat the peer acknowledged (monotonic), and the send
         # times of the recent ones by seq.
         self.acked_at = -math.inf
@@ -194,10 +195,7 @@ class Controller:
         if c.floating_ip:
             checks["floating_ip"] = health.floating_ip(c.floating_ip)
         for name, check in checks.items():
-            own = c.checks.get(name)
-            every = own.every if own is not None and own.every else c.health_every
-            fail_after = own.fail_after if own is not None and own.fail_after else c.fail_after
-            self.checks.append(health.Checked(name, check, every, fail_after))
+            self.checks.append(health.Checked(name, check, *self._check_timing(name, c.fail_after)))
         app = web.Application()
         app.router.add_get("/status", self._status_page)
         app.router.add_get("/metrics", self._metrics_page)
@@ -323,22 +321,26 @@ class Controller:
 
     async def _witness_loop(self) -> None:
         timeout = min(0.5, self.c.dead_after / 2)
-        own = self.c.checks.get("witnesses")
-        every = own.every if own is not None and own.every else self.c.health_every
+        every = self._witness_every
         while True:
             began = self.monotonic()
             seen = await asyncio.gather(*(health.reachable(w, timeout) for w in self.c.witnesses))
             self.witnesses_seen(any(seen), began)
             await asyncio.sleep(every)
 
+    def _check_timing(self, name: str, fail_after: int) -> tuple[float, int]:
+        """(every, fail_after) of check `name`: its [controller.checks.NAME] values where set, else
+        `health_every` and `fail_after`."""
+        own = self.c.checks.get(name)
+        return (own.every if own is not None and own.every else self.c.health_every,
+                own.fail_after if own is not None and own.fail_after else fail_after)
+
     def witnesses_seen(self, ok: bool, began: float) -> None:
         """The result of a witness round that began at `began` (monotonic): the witnesses count as
         lost after `fail_after` failed rounds in a row ([controller.checks.witnesses]; 1 unless set,
         so that isolation shows within `dead_after`)."""
-        own = self.c.checks.get("witnesses")
-        fail_after = own.fail_after if own is not None and own.fail_after else 1
         self._witness_failures = 0 if ok else self._witness_failures + 1
-        self.witnesses_ok = self._witness_failures < fail_after
+        self.witnesses_ok = self._witness_failures < self._witness_fail_after
         self._report_change("witnesses", self.witnesses_ok, "none reached")
         if ok:
             self.witnesses_seen_at = max(self.witnesses_seen_at, began)
