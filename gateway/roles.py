@@ -272,6 +272,11 @@ class Roles:
         if self.stage.step_down_at(epoch):
             self._in_background(self._after_step_down())
 
+    def _displaced(self) -> None:
+        """The local Redis follows another primary: stop forwarding at once, then follow it."""
+        if self.stage.step_down():
+            self._in_background(self._after_step_down())
+
     async def _after_step_down(self) -> None:
         async with self._switching:
             if self.stage.lease.role is Role.STANDBY:
@@ -335,7 +340,7 @@ class Roles:
         mine = await self._local_role() if self.peer is not None else None
         if mine is not None and mine.role == "slave":
             log.warning("the local Redis replicates %s: another node is primary; stepping down", mine.primary)
-            self._fenced(lease.epoch)
+            self._displaced()
             return
         if answers:
             stage.lease = dataclasses.replace(stage.lease, until=asked_at + self.lease_seconds)

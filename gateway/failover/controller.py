@@ -561,9 +561,13 @@ class Controller:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.error("the gateway did not switch to %s: %s", role, exc)
             return
-        self._switched()
         self.gateway = state
         self.role, self.epoch = state.get("role", self.role), int(state.get("epoch", self.epoch))
+        if self.role != role:  # e.g. fenced while it flushed: decided again at the next tick
+            log.warning("the gateway is %s at epoch %d after switching to %s (%s)", self.role, self.epoch,
+                        role, reason)
+            return
+        self._switched()
         log.warning("this node is %s at epoch %d (%s)", self.role, self.epoch, reason)
 
     async def _admin(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 2.0,

@@ -158,16 +158,32 @@ class HaStage:
                     await self._lease_moved.wait()
 
     def fenced(self, epoch: int) -> None:
-        """A write was refused: the store has seen `epoch`, higher than this node's."""
+        """A write was refused: the store has seen `epoch`, higher than the write's."""
         self.counters.errors["fenced"] += 1
+        if epoch <= self._lease.epoch:  # the write went out before this node's term began
+            return
         self.report(logging.WARNING, "fenced", "a write was refused: the store is at epoch %d, this node"
                     " at %d; stepping down", epoch, self._lease.epoch)
         self.on_fenced(epoch)
 
     def step_down_at(self, epoch: int) -> bool:
-        """Become standby at once, at `epoch` if it is higher; True if anything changed."""
-        if epoch > self._lease.epoch or self._lease.role is Role.MASTER:
-            self.lease = Lease(Role.STANDBY, max(epoch, self._lease.epoch))
+        """Another node took `epoch`: become standby at once, at `epoch` if it is higher than this
+        node's; True if anything changed.
+
+        A refusal at this node's own epoch (or lower) answered a write sent before
+        its current term began, e.g. a standby round in flight across its own
+        promotion: it changes nothing. `step_down` is for a master that must stop
+        at its own epoch.
+        """
+        if epoch > self._lease.epoch:
+            self.lease = Lease(Role.STANDBY, epoch)
+            return True
+        return False
+
+    def step_down(self) -> bool:
+        """A master becomes standby at once, at its own epoch; True if it was master."""
+        if self._lease.role is Role.MASTER:
+            self.lease = Lease(Role.STANDBY, self._lease.epoch)
             return True
         return False
 
@@ -385,14 +401,16 @@ class HaStage:
             log.warning("forwarded %d pending events on promotion", flushed)
 
     async def flushed(self, timeout: float) -> int | None:
-        """After a promotion: wait for the standby loop's flush; how many it forwarded (None: not yet)."""
-        self._flushed = asyncio.get_running_loop().create_future()
+        """After a promotion: wait for the standby loop's flush; how many it forwarded (None: not
+        yet, or no longer master: a standby never flushes)."""
+        flushed = self._flushed = asyncio.get_running_loop().create_future()
         self._wake.set()
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(self._flushed)
-        except TimeoutError:
-            return None
+        deadline = self.monotonic() + timeout
+        while self._lease.role is Role.MASTER and self.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    return await asyncio.shield(flushed)
+        return None
 
     # -- the rescue loop (as master) -----------------------------------------
 

@@ -749,7 +749,10 @@ def wait_controller_role(ctl: Controller, role: str, above_epoch: int | None = N
                 return state
         time.sleep(0.05)
     raise AssertionError(
-        f"controller {ctl.name} not {role} above epoch {above_epoch} after {timeout} s: {state}")
+        f"controller {ctl.name} not {role} above epoch {above_epoch} after {timeout} s: {state}\n"
+        + "".join(f"--- {log.name} of {ctl.name}, last 30 lines ---\n"
+                  + "\n".join(log.read_text(errors="replace").splitlines()[-30:]) + "\n"
+                  for log in (ctl.log, ctl.node.workdir / "stderr.log") if log.exists()))
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float) -> None:

@@ -194,6 +194,56 @@ def test_a_write_refused_for_a_lower_epoch_steps_the_master_down_and_it_forwards
     assert a.counters.handed_over["stopping"] == 2  # handed to the master on stopping, not lost
 
 
+class RefusedLate(RedisStore):
+    """A real store whose next numbering runs on the server at once but whose answer (a refusal,
+    when the epoch rose meanwhile) reaches the caller only once `deliver` is set."""
+
+    def __init__(self, redis: RedisServer) -> None:
+        super().__init__(RedisSettings(port=redis.port))
+        self.ran = asyncio.Event()
+        self.deliver = asyncio.Event()
+
+    async def number(self, *args: Any, **kwargs: Any) -> list[str]:
+        try:
+            return await super().number(*args, **kwargs)
+        finally:
+            if not self.ran.is_set():
+                self.ran.set()
+                await self.deliver.wait()
+
+
+def test_a_standby_write_refused_across_its_own_promotion_does_not_step_the_new_master_down(
+    redis: RedisServer,
+) -> None:
+    """A standby's numbering went out at epoch 1 just before its promotion raised the store to 2;
+    the refusal (FENCED 2) came back once it was master at 2. It stepped the new master down, and
+    the controller's promotion then waited 30 s for a flush a standby never makes (seen in CI:
+    both nodes restarted at once, a standby at epoch 2 for 10 s). A refusal at the node's own epoch
+    answers a write from before its term: nothing to step down for."""
+
+    async def main() -> tuple[HaStage, list[str]]:
+        sink = ListSink()
+        store = RefusedLate(redis)
+        b = HaStage("b", store, Forwarder("b", sink), Mode.EXACT, 30.0, lease(Role.STANDBY),
+                    grace=0.2, check_after=0.05)
+        b.start()
+        await store.raise_epoch(2, "b")  # the promotion's first step; the standby's epoch is still 1
+        await b.handle([ev("m1"), ev("m2")])
+        await asyncio.wait_for(store.ran.wait(), 5)
+        store.epoch = 2  # the rest of the promotion (as Roles._become_master does it)
+        b.lease = lease(Role.MASTER, 2)
+        store.deliver.set()
+        await until(lambda: len(sink.lines) == 2, 10, "the new master to forward what it held")
+        await asyncio.sleep(0.2)
+        await b.stop()
+        await store.close()
+        return b, sink.msgs()
+
+    b, msgs = asyncio.run(main())
+    assert b.lease.role is Role.MASTER and b.lease.epoch == 2, b.lease
+    assert sorted(msgs) == ["m1", "m2"]
+
+
 class FailingUntil(ListSink):
     """Refuses every write until `ok` is set."""
 
