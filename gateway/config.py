@@ -25,6 +25,7 @@ from gateway.spool import FSYNC_POLICIES
 
 RECEIVER_TYPES = ("udp", "tcp", "http", "snmp")
 LEGACY_SINK_TYPES = ("stdout", "file")
+OVERFLOW_POLICIES = ("block", "drop_oldest")
 DEDUP_MODES = ("exact", "suppress")
 STORES = ("memory", "redis")
 ROLES = ("master", "standby")
@@ -230,6 +231,8 @@ class SinkConfig:
     retry_initial: float = 0.1
     retry_max: float = 5.0
     concurrency: int = 1
+    backlog: int = 100_000  # events queued for it and not yet taken (see `gateway.forward`)
+    overflow: str = "block"  # when the backlog is full: block | drop_oldest
     options: Any = None
 
 
@@ -375,8 +378,9 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
         key = f"sinks.{name}"
         for i, name_of_format in enumerate(sink.formats):
             _one_of(f"{key}.formats[{i}]", name_of_format, formats)
-        for limit in ("batch_size", "timeout", "retry_initial", "retry_max", "concurrency"):
+        for limit in ("batch_size", "timeout", "retry_initial", "retry_max", "concurrency", "backlog"):
             _positive(f"{key}.{limit}", getattr(sink, limit))
+        _one_of(f"{key}.overflow", sink.overflow, OVERFLOW_POLICIES)
     _positive("quarantine.max_bytes", config.quarantine.max_bytes)
     _positive("pipeline.batch_size", config.pipeline.batch_size)
     _positive("pipeline.flush_ms", config.pipeline.flush_ms)

@@ -3,19 +3,36 @@
 `Forwarder` renders each event once and hands every sink the events it takes
 (its formats and field matches), in batches of its size, retrying a failed or
 timed-out send with backoff until the sink takes it (nothing claimed is ever
-dropped). A batch is forwarded when every sink that takes any of it has
-acknowledged its part. `DedupStage` is the single-node stage: claim the batch
-in the store, forward what this node won; with a spool, each batch is on disk
-from its claim until every sink took it, and what a killed process left there
-is sent again at the next start, under the same ids.
+dropped by a failure). Two ways in:
+
+* `forward` sends a batch to every sink at once and returns when each has
+  acknowledged its part: a pair's master, which marks a batch forwarded only
+  then, one batch at a time.
+* `submit` puts a batch in each sink's lane and returns once every lane has
+  room for it; each lane's worker sends its queue in order, so one sink that
+  is down does not hold up the others. A lane holds at most `backlog` events;
+  when it is full, `overflow` decides: `block` makes `submit` wait (the
+  pipeline's queue fills and the receivers shed, counted), `drop_oldest`
+  drops the oldest batch that is not being sent (counted as
+  `dropped{reason="overflow"}`, never as sent). The `Delivery` it returns
+  says when every lane is done with the batch, and which sinks took it.
+
+`DedupStage` is the single-node stage: claim the batch in the store, submit
+what this node won; with a spool, each batch is on disk from its claim until
+every sink that takes it is done with it (each sink's progress recorded
+there too), and what a killed process left is sent again at the next start,
+under the same ids, to the sinks that had not taken it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from dedup import Deduplicator
@@ -50,6 +67,58 @@ _ANY = SinkConfig(type="any")
 _RESEND_CHUNK = 4096  # spooled events forwarded again at start, per forward
 
 
+class Delivery:
+    """One submitted batch on its way through the lanes of the sinks that take part of it.
+
+    `done` resolves once every such lane is done with its part: `acked` names
+    the sinks that took it, `dropped` those whose lane shed it on overflow.
+    `on_sink` is called with each sink's name as that sink is done (a spool
+    records it).
+    """
+
+    def __init__(self, lanes: int, on_sink: Callable[[str], None] | None) -> None:
+        self.left = lanes
+        self.on_sink = on_sink
+        self.acked: list[str] = []
+        self.dropped: list[str] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not lanes:
+            self.done.set_result(None)
+
+    def lane_done(self, sink: str, took: bool) -> None:
+        (self.acked if took else self.dropped).append(sink)
+        if self.on_sink is not None:
+            self.on_sink(sink)
+        self.left -= 1
+        if not self.left:
+            self.done.set_result(None)
+
+
+@dataclass
+class _Parcel:
+    part: list[Outgoing]
+    delivery: Delivery
+    queued_at: float
+
+
+@dataclass
+class _Lane:
+    """One sink's queue and the worker that sends it in order (see the module docstring)."""
+
+    name: str
+    sink: Sink
+    config: SinkConfig
+    queue: deque[_Parcel] = field(default_factory=deque)
+    events: int = 0  # queued, and being sent
+    sending: _Parcel | None = None
+    moved: asyncio.Event = field(default_factory=asyncio.Event)  # a parcel came or went
+    worker: asyncio.Task[None] | None = None
+
+    def oldest(self, now: float) -> float:
+        first = self.sending or (self.queue[0] if self.queue else None)
+        return 0.0 if first is None else now - first.queued_at
+
+
 class Forwarder:
     """Renders events as JSON lines and delivers them to every sink (see the module docstring)."""
 
@@ -60,6 +129,90 @@ class Forwarder:
         self.configs = list(configs) if configs is not None else [_ANY] * len(self.sinks)
         self.epoch = epoch  # of the master forwarding, shown in each line
         self.report = RateLimited(log)
+        self.lanes = [_Lane(sink.counters.component, sink, config)
+                      for sink, config in zip(self.sinks, self.configs, strict=True)]
+        for lane in self.lanes:
+            lane.sink.counters.backlog = lambda lane=lane: (lane.events, lane.oldest(time.monotonic()))
+
+    def _render(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> list[Outgoing]:
+        node, epoch = self.node, self.epoch
+        return [Outgoing(e, fp, i, render(e, fp, i, node, epoch))
+                for e, fp, i in zip(events, fps, ids, strict=True)]
+
+    async def submit(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str],
+                     on_sink: Callable[[str], None] | None = None,
+                     skip: frozenset[str] = frozenset()) -> Delivery:
+        """Queue a batch in the lane of every sink that takes part of it (but those in `skip`);
+        returns once each lane has room for it (see the module docstring)."""
+        batch = self._render(events, fps, ids)
+        parts = []
+        for lane in self.lanes:
+            if lane.name in skip:
+                continue
+            config = lane.config
+            part = [o for o in batch if takes(config, o.event)] if config.formats or config.where else batch
+            if part:
+                parts.append((lane, part))
+        delivery = Delivery(len(parts), on_sink)
+        now = time.monotonic()
+        for lane, part in parts:
+            await self._make_room(lane, len(part))
+            lane.queue.append(_Parcel(part, delivery, now))
+            lane.events += len(part)
+            lane.moved.set()
+            if lane.worker is None:
+                lane.worker = asyncio.get_running_loop().create_task(self._run_lane(lane))
+        return delivery
+
+    async def _make_room(self, lane: _Lane, size: int) -> None:
+        config, counters = lane.config, lane.sink.counters
+        while lane.events and lane.events + size > config.backlog:
+            if config.overflow == "drop_oldest" and lane.queue:
+                shed = lane.queue.popleft()
+                lane.events -= len(shed.part)
+                counters.dropped["overflow"] += len(shed.part)
+                self.report(logging.ERROR, f"{lane.name}_overflow", "sink %s: backlog full (%d events); "
+                            "dropping the oldest", lane.name, config.backlog)
+                shed.delivery.lane_done(lane.name, False)
+                continue
+            counters.errors["backlog_full"] += 1
+            self.report(logging.WARNING, f"{lane.name}_full", "sink %s: backlog full (%d events); "
+                        "intake waits", lane.name, config.backlog)
+            lane.moved.clear()
+            await lane.moved.wait()
+
+    async def _run_lane(self, lane: _Lane) -> None:
+        while True:
+            while not lane.queue:
+                lane.moved.clear()
+                await lane.moved.wait()
+            parcel = lane.sending = lane.queue.popleft()
+            await self._deliver(lane.sink, lane.config, parcel.part, None, chosen=True)
+            lane.sending = None
+            lane.events -= len(parcel.part)
+            lane.moved.set()
+            parcel.delivery.lane_done(lane.name, True)
+
+    def backlog(self) -> int:
+        """Events queued in the lanes, or being sent."""
+        return sum(lane.events for lane in self.lanes)
+
+    async def drain(self) -> None:
+        """Until every lane has sent what it holds."""
+        while any(lane.events for lane in self.lanes):
+            for lane in self.lanes:
+                if lane.events:
+                    lane.moved.clear()
+                    await lane.moved.wait()
+
+    async def close(self) -> None:
+        """Stop the lanes' workers (what they held is lost unless a spool keeps it)."""
+        for lane in self.lanes:
+            if lane.worker is not None:
+                lane.worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane.worker
+                lane.worker = None
 
     async def forward(
         self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str],
@@ -73,9 +226,7 @@ class Forwarder:
         """
         if not events:
             return True
-        node, epoch = self.node, self.epoch
-        batch = [Outgoing(e, fp, i, render(e, fp, i, node, epoch))
-                 for e, fp, i in zip(events, fps, ids, strict=True)]
+        batch = self._render(events, fps, ids)
         if len(self.sinks) == 1:
             return await self._deliver(self.sinks[0], self.configs[0], batch, may_write)
         done = await asyncio.gather(*(self._deliver(sink, config, batch, may_write)
@@ -83,9 +234,10 @@ class Forwarder:
         return all(done)
 
     async def _deliver(self, sink: Sink, config: SinkConfig, batch: list[Outgoing],
-                       may_write: Callable[[], Awaitable[bool]] | None) -> bool:
-        """Send a sink its events of `batch`, `concurrency` sends of `batch_size` at a time."""
-        if config.formats or config.where:
+                       may_write: Callable[[], Awaitable[bool]] | None, chosen: bool = False) -> bool:
+        """Send a sink its events of `batch` (all of it when `chosen`), `concurrency` sends of
+        `batch_size` at a time."""
+        if not chosen and (config.formats or config.where):
             batch = [o for o in batch if takes(config, o.event)]
         size = config.batch_size
         if len(batch) <= size:
@@ -105,7 +257,7 @@ class Forwarder:
         counters.received += len(part)
         delay = config.retry_initial
         started = time.monotonic()
-        dropped = sum(counters.dropped.values())
+        dropped = _sink_dropped(counters)
         failures = 0
         while True:
             if may_write is not None and not await may_write():
@@ -126,10 +278,15 @@ class Forwarder:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, config.retry_max)
         # What the sink dropped (counted by reason: not its kind, rejected) was not sent.
-        counters.sent += len(part) - (sum(counters.dropped.values()) - dropped)
+        counters.sent += len(part) - (_sink_dropped(counters) - dropped)
         if counters.latency is not None:
             counters.latency.observe(time.monotonic() - started)
         return True
+
+
+def _sink_dropped(counters: Counters) -> int:
+    """What a sink itself dropped so far (its lane's overflow drops are counted beside them)."""
+    return sum(n for reason, n in counters.dropped.items() if reason != "overflow")
 
 
 def takes(config: SinkConfig, event: Event) -> bool:
@@ -141,7 +298,7 @@ def takes(config: SinkConfig, event: Event) -> bool:
 
 
 class DedupStage:
-    """Single node: claim each batch in the store, forward the events won."""
+    """Single node: claim each batch in the store, submit the events won to the sinks' lanes."""
 
     def __init__(self, dedup: Deduplicator, forwarder: Forwarder, spool: Spool | None = None) -> None:
         self.dedup = dedup
@@ -150,7 +307,7 @@ class DedupStage:
         self.counters = Counters("dedup", "stage")
 
     async def handle(self, events: list[Event]) -> None:
-        """Claim `events` and forward the ones this node won."""
+        """Claim `events` and submit the ones this node won (returns once the lanes have room)."""
         counters = self.counters
         counters.received += len(events)
         fps, ids, won = await self.dedup.decide(events)
@@ -158,34 +315,53 @@ class DedupStage:
             keep = [i for i, w in enumerate(won) if w]
             counters.dropped["duplicate"] += len(events) - len(keep)
             events, fps, ids = [events[i] for i in keep], [fps[i] for i in keep], [ids[i] for i in keep]
-        await self._forward(events, fps, ids)
-        counters.sent += len(events)
-
-    async def _forward(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> None:
-        spool = self.spool
-        if spool is None or not events:
-            await self.forwarder.forward(events, fps, ids)
+        if not events:
             return
-        batch = spool.append([encode_rescue(e, f, i) for e, f, i in zip(events, fps, ids, strict=True)])
-        await self.forwarder.forward(events, fps, ids)
-        spool.ack(batch)
-        spool.sync_if_due()
+        spool = self.spool
+        number = None if spool is None else spool.append(
+            [encode_rescue(e, f, i) for e, f, i in zip(events, fps, ids, strict=True)])
+        delivery = await self._submit(number, events, fps, ids)
+        delivery.done.add_done_callback(lambda _: self._count(delivery, len(events)))
+        if spool is not None:
+            spool.sync_if_due()
+
+    def _count(self, delivery: Delivery, n: int) -> None:
+        """Sent once every sink that takes them has; a sink's overflow drop counts here too."""
+        if delivery.dropped:
+            self.counters.dropped["sink_overflow"] += n
+        else:
+            self.counters.sent += n
+
+    async def _submit(self, number: int | None, events: Sequence[Event], fps: Sequence[str],
+                      ids: Sequence[str], skip: frozenset[str] = frozenset()) -> Delivery:
+        """Submit a batch; once every lane is done with it, acknowledge it in the spool (batch
+        `number`; each sink's progress is recorded as it comes when several take it)."""
+        spool = self.spool
+        on_sink = None
+        if spool is not None and number is not None and len(self.forwarder.lanes) > 1:
+            on_sink = lambda sink: spool.done(number, sink)  # noqa: E731
+        delivery = await self.forwarder.submit(events, fps, ids, on_sink, skip)
+        if spool is not None and number is not None:
+            delivery.done.add_done_callback(lambda _: spool.ack(number))
+        return delivery
 
     async def resend_spooled(self) -> int:
-        """Forward again what the spool kept from the last run (under its ids), then release it.
-
-        Run beside the pipeline at start: a sink still down holds only these.
-        """
+        """Submit again what the spool kept from the last run (under its ids, to the sinks that had
+        not taken it); once all of it is done, release it. Run beside the pipeline at start."""
         if self.spool is None:
             return 0
-        entries = [decode_rescue(entry) for entry in self.spool.recover()]
-        for start in range(0, len(entries), _RESEND_CHUNK):
-            chunk = entries[start : start + _RESEND_CHUNK]
-            await self.forwarder.forward([e for e, _, _ in chunk], [f for _, f, _ in chunk],
-                                         [i for _, _, i in chunk])
-            self.counters.handed_over["resent"] += len(chunk)
+        deliveries, count = [], 0
+        for number, entries, done in self.spool.recover_batches():
+            for start in range(0, len(entries), _RESEND_CHUNK):
+                chunk = [decode_rescue(entry) for entry in entries[start : start + _RESEND_CHUNK]]
+                deliveries.append(await self._submit(
+                    number if len(entries) <= _RESEND_CHUNK else None, [e for e, _, _ in chunk],
+                    [f for _, f, _ in chunk], [i for _, _, i in chunk], done))
+                self.counters.handed_over["resent"] += len(chunk)
+                count += len(chunk)
+        await asyncio.gather(*(d.done for d in deliveries))
         self.spool.release_kept()
-        return len(entries)
+        return count
 
     def gauges(self) -> dict[str, float]:
         """The store's figures, and the spool's."""

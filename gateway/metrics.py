@@ -39,6 +39,8 @@ class Counters:
     failed: int = 0
     retried: int = 0
     latency: Latency | None = None
+    # Sinks: (events in its lane, age in seconds of the oldest), read at scrape time.
+    backlog: Callable[[], tuple[int, float]] | None = None
 
     def all_dropped(self) -> dict[str, int]:
         """`dropped` plus whatever `live_drops` reports now."""
@@ -58,6 +60,8 @@ class Counters:
             "handed_over": dict(self.handed_over),
             "dropped": self.all_dropped(),
             "errors": dict(self.errors),
+            **({} if self.backlog is None else
+               dict(zip(("backlog_events", "backlog_oldest_seconds"), self.backlog(), strict=True))),
         }
 
 
@@ -117,6 +121,10 @@ class _Collector(Collector):
                                       labels=labels)
         latency = HistogramMetricFamily("trapgate_send_latency_seconds", "How long a sink's accepted "
                                         "sends took, from the first attempt.", labels=labels)
+        backlog = GaugeMetricFamily("trapgate_sink_backlog_events", "Events queued for a sink and not "
+                                    "yet taken by it.", labels=labels)
+        backlog_age = GaugeMetricFamily("trapgate_sink_backlog_oldest_seconds", "Age of the oldest event "
+                                        "queued for a sink.", labels=labels)
         sinks = [c for c in self._components if c.kind == "sink"]
         for c in sinks:
             key = [c.component, c.kind]
@@ -124,6 +132,10 @@ class _Collector(Collector):
             retried.add_metric(key, c.retried)
             if c.latency is not None:
                 latency.add_metric(key, c.latency.buckets(), c.latency.total)
+            if c.backlog is not None:
+                events, age = c.backlog()
+                backlog.add_metric(key, events)
+                backlog_age.add_metric(key, age)
         for c in self._components:
             key = [c.component, c.kind]
             received.add_metric(key, c.received)
@@ -137,7 +149,7 @@ class _Collector(Collector):
                 errors.add_metric([*key, reason], n)
         yield from (received, sent, replies, handed, dropped, errors)
         if sinks:
-            yield from (failed, retried, latency)
+            yield from (failed, retried, latency, backlog, backlog_age)
         for name, value in sorted(self._gauges().items()):
             yield GaugeMetricFamily(f"trapgate_{name}", name.replace("_", " ") + ".", value=value)
 

@@ -39,8 +39,8 @@ class Node:
         self.started_at = time.time()
         self.quarantine = Quarantine(config.quarantine.path, config.quarantine.max_bytes)
         self.sinks = open_sinks(config.sinks)
-        forwarder = Forwarder(config.node.name, list(self.sinks.values()),
-                              configs=list(config.sinks.values()))
+        self.forwarder = forwarder = Forwarder(config.node.name, list(self.sinks.values()),
+                                               configs=list(config.sinks.values()))
         self.roles: Roles | None = None
         self.single: DedupStage | None = None
         self.stage: Stage
@@ -161,10 +161,24 @@ class Node:
             self._resend.cancel()  # what it did not send again stays in the spool for the next start
             with contextlib.suppress(asyncio.CancelledError):
                 await self._resend
+        await self._drain_lanes()
         if self.single is not None and self.single.spool is not None:
             self.single.spool.close()
         for sink in self.sinks.values():
             await sink.close()
+
+    async def _drain_lanes(self) -> None:
+        """Let the sinks' lanes send what they hold, within most of `node.stop_timeout`."""
+        within = self.config.node.stop_timeout * 0.8
+        try:
+            async with asyncio.timeout(within):
+                await self.forwarder.drain()
+        except TimeoutError:
+            kept = self.single is not None and self.single.spool is not None
+            log.error("the sinks did not take %d events within %.1f s of the stop: %s",
+                      self.forwarder.backlog(), within,
+                      "the spool keeps them for the next start" if kept else "lost (no [spool] path)")
+        await self.forwarder.close()
 
     @staticmethod
     async def _resend_spooled(stage: DedupStage) -> None:

@@ -1,22 +1,23 @@
-"""The master's spool: what it claimed, on disk until marked forwarded.
+"""The spool: what a master claimed, on disk until every sink took it (and it is marked forwarded).
 
-Strategy: append-only segment files (`<path>.<n>`) of checksummed records.
-A batch record holds the rescue encodings of the events about to be
-forwarded; an ack record names the batch once the sink has it and the store
-marks it forwarded. A record is a magic, its length and the CRC32 of its
-msgpack payload, so a torn tail (the process died while writing) and a
-damaged record are both detected: each is counted and skipped, the records
-after a damaged one are found again by their magic, and a start never fails
-on what it reads. A process killed between a batch and its ack leaves the
-batch unacknowledged: at the next start `recover` returns its events, which
-the node hands on (a pair's master: to the rescue stream for whichever node
-is master; a single node: to its sinks again, under the same ids), and
-those segments are removed. A write reaches the page cache before the sink
-is asked, so it survives kill -9 of the process; the fsync policy makes it
-survive power loss too: `batch` syncs every record, `interval` at most every
-`fsync_interval` seconds (and from `sync_if_due`, which the node calls
-while idle), `none` leaves it to the kernel. A new segment begins once the
-current one passes `segment_bytes`; a segment whose batches are all
+Strategy: append-only segment files (`<path>.<n>`) of checksummed records. A
+batch record holds the rescue encodings of the events about to be forwarded;
+an ack record names the batch once every sink has it (and, in a pair, the
+store marks it forwarded); a done record names a batch and one sink that is
+done with it, so that a restart sends it again only to the others. A record is
+a magic, its length and the CRC32 of its msgpack payload, so a torn tail (the
+process died while writing) and a damaged record are both detected: each is
+counted and skipped, the records after a damaged one are found again by their
+magic, and a start never fails on what it reads. A process killed between a
+batch and its ack leaves the batch unacknowledged: at the next start `recover`
+returns its events, which the node hands on (a pair's master: to the rescue
+stream for whichever node is master; a single node: to its sinks again, under
+the same ids), and those segments are removed. A write reaches the page cache
+before the sink is asked, so it survives kill -9 of the process; the fsync
+policy makes it survive power loss too: `batch` syncs every record, `interval`
+at most every `fsync_interval` seconds (and from `sync_if_due`, which the node
+calls while idle), `none` leaves it to the kernel. A new segment begins once
+the current one passes `segment_bytes`; a segment whose batches are all
 acknowledged is deleted, so the disk holds about the batches in flight.
 """
 
@@ -33,7 +34,7 @@ import msgpack
 
 FSYNC_POLICIES = ("none", "batch", "interval")
 
-_BATCH, _ACK = 0, 1
+_BATCH, _ACK, _DONE = 0, 1, 2
 _MAGIC = b"\xa7\x5e"
 _HEADER = struct.Struct(">2sII")  # magic, payload length, CRC32 of the payload
 _MAX_RECORD = 1 << 30
@@ -75,15 +76,27 @@ class Spool:
         the file of a previous version (one msgpack file at `path`) kept is
         read too.
         """
-        batches: dict[object, list[bytes]] = {}
+        return [entry for _, entries, _ in self.recover_batches() for entry in entries]
+
+    def recover_batches(self) -> list[tuple[int | None, list[bytes], frozenset[str]]]:
+        """(number, events, sinks done with it) of each batch never acknowledged, oldest first;
+        number None for a previous version's file (see `recover`)."""
+        batches: dict[int, list[bytes]] = {}
+        done: dict[int, set[str]] = {}
         for segment in self._segment_numbers():
             for record in self._records(self._segment_path(segment).read_bytes()):
                 kind, number, *rest = record
-                if kind == _BATCH and rest and isinstance(rest[0], list):
+                if not isinstance(number, int):
+                    self.damaged += 1
+                elif kind == _BATCH and rest and isinstance(rest[0], list):
                     batches[number] = rest[0]
                 elif kind == _ACK:
                     batches.pop(number, None)
-        return [*self._legacy(), *(entry for entries in batches.values() for entry in entries)]
+                elif kind == _DONE and rest and isinstance(rest[0], str):
+                    done.setdefault(number, set()).add(rest[0])
+        legacy = self._legacy()
+        return [*([(None, legacy, frozenset())] if legacy else []),
+                *((n, entries, frozenset(done.get(n, ()))) for n, entries in batches.items())]
 
     def _records(self, data: bytes) -> Iterator[list[object]]:
         """The well-formed records of one segment; what is torn or corrupt is counted and skipped."""
@@ -101,7 +114,7 @@ class Spool:
             except (ValueError, msgpack.UnpackException):
                 self.damaged += 1
                 continue
-            if isinstance(value, list) and len(value) >= 2 and value[0] in (_BATCH, _ACK):
+            if isinstance(value, list) and len(value) >= 2 and value[0] in (_BATCH, _ACK, _DONE):
                 yield value
             else:
                 self.damaged += 1
@@ -157,6 +170,10 @@ class Spool:
         self._open[number] = (segment, self.monotonic())
         self._batches_in[segment] = self._batches_in.get(segment, 0) + 1
         return number
+
+    def done(self, number: int, sink: str) -> None:
+        """Record that `sink` is done with batch `number` (the others may not be yet)."""
+        self._write(self._pack([_DONE, number, sink]))
 
     def ack(self, number: int) -> None:
         """Record that batch `number` is forwarded and marked; drop segments with nothing open."""

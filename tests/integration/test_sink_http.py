@@ -542,4 +542,6 @@ def test_a_stop_with_a_destination_that_never_answers_ends_within_stop_timeout(t
     code, err = node.stop()
     took = time.monotonic() - started
     assert code == 0 and took < 2.0 + 2.5, (took, err)
-    assert "stopping took longer than node.stop_timeout (2.0 s)" in err and "Traceback" not in err, err
+    # The lanes get most of stop_timeout, then the node says what the sinks did not take.
+    assert "the sinks did not take 10 events within 1.6 s of the stop: lost (no [spool] path)" in err, err
+    assert "Traceback" not in err, err
