@@ -71,26 +71,29 @@ class Delivery:
     """One submitted batch on its way through the lanes of the sinks that take part of it.
 
     `done` resolves once every such lane is done with its part: `acked` names
-    the sinks that took it, `dropped` those whose lane shed it on overflow.
-    `on_sink` is called with each sink's name as that sink is done (a spool
-    records it).
+    the sinks that took it, `dropped` those whose lane shed it on overflow,
+    `abandoned` those whose `may_write` said no before an attempt. `waiting`
+    holds the numbers of the lanes not done yet. `on_sink` is called with each
+    sink's name as that sink is done (a spool records it).
     """
 
-    def __init__(self, lanes: int, on_sink: Callable[[str], None] | None) -> None:
-        self.left = lanes
+    def __init__(self, lanes: list[int], on_sink: Callable[[str], None] | None) -> None:
+        self.waiting = set(lanes)
         self.on_sink = on_sink
         self.acked: list[str] = []
         self.dropped: list[str] = []
+        self.abandoned: list[str] = []
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not lanes:
             self.done.set_result(None)
 
-    def lane_done(self, sink: str, took: bool) -> None:
-        (self.acked if took else self.dropped).append(sink)
+    def lane_done(self, lane: _Lane, outcome: list[str]) -> None:
+        """`lane` is done: `outcome` is `acked`, `dropped` or `abandoned` of this delivery."""
+        outcome.append(lane.name)
         if self.on_sink is not None:
-            self.on_sink(sink)
-        self.left -= 1
-        if not self.left:
+            self.on_sink(lane.name)
+        self.waiting.discard(lane.number)
+        if not self.waiting:
             self.done.set_result(None)
 
 
@@ -99,18 +102,21 @@ class _Parcel:
     part: list[Outgoing]
     delivery: Delivery
     queued_at: float
+    may_write: Callable[[], Awaitable[bool]] | None
 
 
 @dataclass
 class _Lane:
     """One sink's queue and the worker that sends it in order (see the module docstring)."""
 
+    number: int  # its place among the forwarder's lanes
     name: str
     sink: Sink
     config: SinkConfig
     queue: deque[_Parcel] = field(default_factory=deque)
     events: int = 0  # queued, and being sent
     sending: _Parcel | None = None
+    failing: bool = False  # its last attempt failed: it retries with backoff
     moved: asyncio.Event = field(default_factory=asyncio.Event)  # a parcel came or went
     worker: asyncio.Task[None] | None = None
 
@@ -129,21 +135,36 @@ class Forwarder:
         self.configs = list(configs) if configs is not None else [_ANY] * len(self.sinks)
         self.epoch = epoch  # of the master forwarding, shown in each line
         self.report = RateLimited(log)
-        self.lanes = [_Lane(sink.counters.component, sink, config)
-                      for sink, config in zip(self.sinks, self.configs, strict=True)]
+        self.lanes = [_Lane(n, sink.counters.component, sink, config)
+                      for n, (sink, config) in enumerate(zip(self.sinks, self.configs, strict=True))]
         for lane in self.lanes:
             lane.sink.counters.backlog = lambda lane=lane: (lane.events, lane.oldest(time.monotonic()))
+        self._changed = asyncio.Event()  # a lane finished a parcel, or began or stopped failing
+        self._nudged = asyncio.Event()  # ends every backoff now (see `nudge`)
 
     def _render(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> list[Outgoing]:
         node, epoch = self.node, self.epoch
         return [Outgoing(e, fp, i, render(e, fp, i, node, epoch))
                 for e, fp, i in zip(events, fps, ids, strict=True)]
 
+    async def forward(
+        self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str],
+        may_write: Callable[[], Awaitable[bool]] | None = None,
+    ) -> bool:
+        """Submit a batch and wait until every sink that takes part of it has; False when a lane
+        gave it up because `may_write` said no (sinks that took their part keep it)."""
+        delivery = await self.submit(events, fps, ids, may_write=may_write)
+        await delivery.done
+        return not delivery.abandoned
+
     async def submit(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str],
-                     on_sink: Callable[[str], None] | None = None,
-                     skip: frozenset[str] = frozenset()) -> Delivery:
+                     on_sink: Callable[[str], None] | None = None, skip: frozenset[str] = frozenset(),
+                     may_write: Callable[[], Awaitable[bool]] | None = None) -> Delivery:
         """Queue a batch in the lane of every sink that takes part of it (but those in `skip`);
-        returns once each lane has room for it (see the module docstring)."""
+        returns once each lane has room for it (see the module docstring). `may_write`, when given,
+        is asked right before every attempt to send it."""
+        if not events:
+            return Delivery([], None)
         batch = self._render(events, fps, ids)
         parts = []
         for lane in self.lanes:
@@ -153,16 +174,24 @@ class Forwarder:
             part = [o for o in batch if takes(config, o.event)] if config.formats or config.where else batch
             if part:
                 parts.append((lane, part))
-        delivery = Delivery(len(parts), on_sink)
+        delivery = Delivery([lane.number for lane, _ in parts], on_sink)
         now = time.monotonic()
         for lane, part in parts:
             await self._make_room(lane, len(part))
-            lane.queue.append(_Parcel(part, delivery, now))
+            lane.queue.append(_Parcel(part, delivery, now, may_write))
             lane.events += len(part)
             lane.moved.set()
             if lane.worker is None:
                 lane.worker = asyncio.get_running_loop().create_task(self._run_lane(lane))
         return delivery
+
+    async def settled(self, delivery: Delivery) -> None:
+        """Until `delivery` is done, or every lane it still waits for is failing (retrying)."""
+        while not delivery.done.done():
+            if all(self.lanes[n].failing for n in delivery.waiting):
+                return
+            self._changed.clear()
+            await self._changed.wait()
 
     async def _make_room(self, lane: _Lane, size: int) -> None:
         config, counters = lane.config, lane.sink.counters
@@ -173,7 +202,8 @@ class Forwarder:
                 counters.dropped["overflow"] += len(shed.part)
                 self.report(logging.ERROR, f"{lane.name}_overflow", "sink %s: backlog full (%d events); "
                             "dropping the oldest", lane.name, config.backlog)
-                shed.delivery.lane_done(lane.name, False)
+                shed.delivery.lane_done(lane, shed.delivery.dropped)
+                self._changed.set()
                 continue
             counters.errors["backlog_full"] += 1
             self.report(logging.WARNING, f"{lane.name}_full", "sink %s: backlog full (%d events); "
@@ -187,11 +217,19 @@ class Forwarder:
                 lane.moved.clear()
                 await lane.moved.wait()
             parcel = lane.sending = lane.queue.popleft()
-            await self._deliver(lane.sink, lane.config, parcel.part, None, chosen=True)
+            took = await self._deliver(lane, parcel.part, parcel.may_write)
             lane.sending = None
             lane.events -= len(parcel.part)
             lane.moved.set()
-            parcel.delivery.lane_done(lane.name, True)
+            delivery = parcel.delivery
+            delivery.lane_done(lane, delivery.acked if took else delivery.abandoned)
+            self._changed.set()
+
+    def nudge(self) -> None:
+        """End every lane's backoff now: its next attempt asks `may_write` at once (the role was
+        lost, or the node stops)."""
+        self._nudged.set()
+        self._nudged = asyncio.Event()
 
     def backlog(self) -> int:
         """Events queued in the lanes, or being sent."""
@@ -214,45 +252,24 @@ class Forwarder:
                     await lane.worker
                 lane.worker = None
 
-    async def forward(
-        self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str],
-        may_write: Callable[[], Awaitable[bool]] | None = None,
-    ) -> bool:
-        """Deliver one line per event to each sink that takes it; retry until every one has.
-
-        `may_write`, when given, is asked right before every attempt; when it
-        says no, that attempt is not made and False is returned (sinks that
-        took their part before keep it: sent again later, with the same ids).
-        """
-        if not events:
-            return True
-        batch = self._render(events, fps, ids)
-        if len(self.sinks) == 1:
-            return await self._deliver(self.sinks[0], self.configs[0], batch, may_write)
-        done = await asyncio.gather(*(self._deliver(sink, config, batch, may_write)
-                                      for sink, config in zip(self.sinks, self.configs, strict=True)))
-        return all(done)
-
-    async def _deliver(self, sink: Sink, config: SinkConfig, batch: list[Outgoing],
-                       may_write: Callable[[], Awaitable[bool]] | None, chosen: bool = False) -> bool:
-        """Send a sink its events of `batch` (all of it when `chosen`), `concurrency` sends of
-        `batch_size` at a time."""
-        if not chosen and (config.formats or config.where):
-            batch = [o for o in batch if takes(config, o.event)]
-        size = config.batch_size
+    async def _deliver(self, lane: _Lane, batch: list[Outgoing],
+                       may_write: Callable[[], Awaitable[bool]] | None) -> bool:
+        """Send a lane's part of a batch, `concurrency` sends of `batch_size` at a time."""
+        size = lane.config.batch_size
         if len(batch) <= size:
-            return await self._send(sink, config, batch, may_write) if batch else True
-        limit = asyncio.Semaphore(config.concurrency)
+            return await self._send(lane, batch, may_write)
+        limit = asyncio.Semaphore(lane.config.concurrency)
 
         async def one(part: list[Outgoing]) -> bool:
             async with limit:
-                return await self._send(sink, config, part, may_write)
+                return await self._send(lane, part, may_write)
 
         parts = [batch[i : i + size] for i in range(0, len(batch), size)]
         return all(await asyncio.gather(*(one(part) for part in parts)))
 
-    async def _send(self, sink: Sink, config: SinkConfig, part: list[Outgoing],
+    async def _send(self, lane: _Lane, part: list[Outgoing],
                     may_write: Callable[[], Awaitable[bool]] | None) -> bool:
+        sink, config = lane.sink, lane.config
         counters = sink.counters
         counters.received += len(part)
         delay = config.retry_initial
@@ -271,12 +288,20 @@ class Forwarder:
             except (SinkError, TimeoutError) as exc:
                 counters.failed += len(part)
                 failures += 1
+                if not lane.failing:
+                    lane.failing = True
+                    self._changed.set()
                 reason = "timeout" if isinstance(exc, TimeoutError) else "send"
                 counters.errors[reason] += 1
                 self.report(logging.ERROR, f"{counters.component}_{reason}", "sink %s: %s; retrying in %.1fs",
                             counters.component, str(exc) or f"no answer within {config.timeout}s", delay)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._nudged.wait()
                 delay = min(delay * 2, config.retry_max)
+        if lane.failing:
+            lane.failing = False
+            self._changed.set()
         # What the sink dropped (counted by reason: not its kind, rejected) was not sent.
         counters.sent += len(part) - (_sink_dropped(counters) - dropped)
         if counters.latency is not None:

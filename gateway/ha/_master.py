@@ -30,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dedup import FencedError, StoreError, fingerprint
@@ -39,9 +41,22 @@ from gateway._records import encode_rescue
 from gateway.ha._pending import Unnumbered
 
 if TYPE_CHECKING:
+    from gateway.forward import Delivery
     from gateway.ha.stage import HaStage
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Written:
+    """A batch handed to the sinks' lanes, until it is marked or handed back."""
+
+    delivery: Delivery
+    events: Sequence[Event]
+    fps: Sequence[str]
+    ids: Sequence[str]
+    seq: int | None
+    batch: int | None  # its spool batch
 
 
 class MasterPath:
@@ -58,6 +73,8 @@ class MasterPath:
         self.replica_lagging = False  # a WAIT timed out: marks go on without waiting until it caught up
         self._seq = 0
         self._marking: asyncio.Task[None] | None = None
+        self._behind: deque[_Written] = deque()  # batches a down sink holds up, oldest first
+        self._settling: asyncio.Task[None] | None = None
         self.degraded = False
         self._retry_at = 0.0
         self._unsynced: list[str] = []  # forwarded while the store missed it: claim and mark
@@ -169,14 +186,41 @@ class MasterPath:
             batch = spool.append([encode_rescue(e, f, i) for e, f, i in zip(events, fps, ids,
                                                                                          strict=True)])
         await self.wait_marked()  # the previous batch is marked and replicated before this one is sent
-        if not await stage.forwarder.forward(events, fps, ids, stage.wait_forwarding):
-            stage.hand_back(events, fps, ids)  # the standby side holds them now
-            if spool is not None and batch is not None:
-                spool.ack(batch)
+        forwarder = stage.forwarder
+        delivery = await forwarder.submit(events, fps, ids, may_write=stage.wait_forwarding)
+        await forwarder.settled(delivery)
+        written = _Written(delivery, events, fps, ids, seq, batch)
+        if self._behind or not delivery.done.done():
+            # A sink is down: the others go on; this batch is marked once that sink took it too, after
+            # the batches before it (a watermark never covers one that sink has not taken).
+            self._behind.append(written)
+            if self._settling is None or self._settling.done():
+                self._settling = asyncio.create_task(self._settle_behind())
             return
-        stage.counters.sent += len(events)
-        stage.local.add_forwarded(ids)
-        self._marking = asyncio.create_task(self._mark(ids, seq, batch))
+        self._marking = self._settle(written)
+
+    def _settle(self, written: _Written) -> asyncio.Task[None] | None:
+        """A batch every sink is done with: hand it back if one gave it up (the role was lost),
+        else count it and mark it (a task: `_mark`)."""
+        stage, spool = self.stage, self.stage.spool
+        if written.delivery.abandoned:
+            stage.hand_back(written.events, written.fps, written.ids)  # the standby side holds them now
+            if spool is not None and written.batch is not None:
+                spool.ack(written.batch)
+            return None
+        stage.counters.sent += len(written.ids)
+        stage.local.add_forwarded(written.ids)
+        return asyncio.create_task(self._mark(written.ids, written.seq, written.batch))
+
+    async def _settle_behind(self) -> None:
+        """Mark (or hand back) the batches a down sink holds up, in order, as it takes them."""
+        behind = self._behind
+        while behind:
+            await behind[0].delivery.done
+            await self.wait_marked()
+            self._marking = self._settle(behind[0])
+            await self.wait_marked()
+            behind.popleft()
 
     async def _mark(self, ids: Sequence[str], seq: int | None, batch: int | None) -> None:
         """Mark a forwarded batch in the store and wait for the replica; then ack it in the spool."""
@@ -213,7 +257,7 @@ class MasterPath:
                           "claims and marks go on without waiting", what, self.replica_wait)
 
     async def wait_marked(self) -> None:
-        """Return once every batch forwarded so far is marked (or kept for the write-back)."""
+        """Return once the last batch every sink took is marked (or kept for the write-back)."""
         task = self._marking
         if task is None:
             return
@@ -221,7 +265,19 @@ class MasterPath:
             await task
         except Exception:  # a bug: the mark handles store errors itself
             log.exception("marking forwarded failed")
-        self._marking = None
+        if self._marking is task:
+            self._marking = None
+
+    async def wait_settled(self) -> None:
+        """`wait_marked`, and the batches a down sink held up marked or handed back too (once the
+        role is lost, a lane gives each up at its next attempt)."""
+        if self._settling is not None:
+            await self._settling
+        await self.wait_marked()
+
+    def behind(self) -> int:
+        """Events forwarded to some sinks and waiting for a down one before they are marked."""
+        return sum(len(w.ids) for w in self._behind)
 
     # -- store outages ------------------------------------------------------
 

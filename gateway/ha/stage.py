@@ -139,6 +139,8 @@ class HaStage:
         self._lease_moved.set()
         if self.forwarding() and not was_forwarding:
             self._wake.set()
+        if lease.role is not Role.MASTER:
+            self.forwarder.nudge()  # a sink retrying gives up what it holds now, not after its backoff
 
     def forwarding(self) -> bool:
         """True while this node is a master with a valid lease."""
@@ -555,7 +557,8 @@ class HaStage:
         stream, numbered, where whichever node is master next forwards what
         was not forwarded. Tried for `hand_over_for` seconds at most.
         """
-        await self.master.wait_marked()
+        self.forwarder.nudge()  # `stopping` is set: a sink retrying gives up what it holds
+        await self.master.wait_settled()
         self._closing = True  # the loops end after their current round; cancelled if that lasts
         self._wake.set()
         if self._tasks:
@@ -593,10 +596,10 @@ class HaStage:
 
     async def step_down_gracefully(self) -> None:
         """Stop claiming, let the batch in the sink finish, then drop the role; return once its mark
-        is written and replicated."""
+        is written and replicated (and what a down sink held up is handed back)."""
         async with self.master.lock:
             self.lease = Lease(Role.STANDBY, self._lease.epoch)
-        await self.master.wait_marked()
+        await self.master.wait_settled()
 
     def gauges(self) -> dict[str, float]:
         """Pending entries, lease, epoch, degraded flag, store figures."""

@@ -18,6 +18,7 @@ import pytest
 
 from dedup import Mode, StoreError, fingerprint
 from dedup.redis import RedisSettings, RedisStore
+from gateway.config import SinkConfig
 from gateway.errors import SinkError
 from gateway.forward import Forwarder
 from gateway.ha import HaStage, Lease, Role
@@ -330,7 +331,7 @@ def test_a_store_outage_on_the_standby_is_one_log_line_without_a_traceback(
 ) -> None:
     async def main() -> HaStage:
         store = RedisStore(RedisSettings(port=1, connect_timeout=0.05))
-        b = HaStage("b", store, None, Mode.EXACT, 30.0, lease(Role.STANDBY))  # type: ignore[arg-type]
+        b = HaStage("b", store, Forwarder("b", ListSink()), Mode.EXACT, 30.0, lease(Role.STANDBY))
         b.start()
         for _ in range(10):
             await b.handle([ev("e")])
@@ -668,3 +669,105 @@ def test_a_master_sends_a_batch_only_once_the_replica_holds_its_claim(tmp_path: 
         before, after, a = asyncio.run(main())
         assert before == [] and sorted(after) == ["x1", "x2"]
         assert not a.master.replica_lagging  # confirmed within replica_wait
+
+
+class DownUntil(ListSink):
+    """Refuses every write until `up` is set."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.counters.component = name
+        self.up = False
+
+    async def write(self, lines: list[bytes]) -> None:
+        if not self.up:
+            raise SinkError("the manager is down")
+        self.lines += lines
+
+
+def two_sinks(node: str) -> tuple[ListSink, DownUntil, Forwarder]:
+    good, down = ListSink(), DownUntil("down")
+    good.counters.component = "good"
+    config = SinkConfig("list", retry_initial=0.02, retry_max=0.1)
+    return good, down, Forwarder(node, [good, down], configs=[config, config])
+
+
+def test_a_masters_sink_that_is_down_holds_up_no_other_and_its_batches_are_marked_once_it_took_them(
+    redis: RedisServer,
+) -> None:
+    """One sink down used to stop a pair's master for every sink (one batch at a time, marked once
+    all took it). Now the others go on; the batches the down sink holds up are marked, in order,
+    once it took them; the standby holds its copies until then, and nothing is forwarded twice."""
+
+    async def main() -> tuple[ListSink, DownUntil, HaStage, HaStage, int]:
+        good, down, forwarder = two_sinks("a")
+        a = HaStage("a", RedisStore(RedisSettings(port=redis.port)), forwarder, Mode.EXACT, 30.0,
+                    lease(Role.MASTER), grace=5.0, check_after=0.05)
+        b = stage(redis, "b", Role.STANDBY, ListSink(), grace=5.0, check_after=0.05)
+        for s in (a, b):
+            s.start()
+        for k in range(5):
+            batch = [ev(f"b{k}-{i}") for i in range(10)]
+            await a.handle(batch)
+            await b.handle(batch)
+        await until(lambda: len(good.lines) == 50, 5, "the sink that is up to take every batch")
+        await until(lambda: b.pending_count() == 50, 5, "the standby to hold its copies")
+        behind = a.master.behind()
+        await asyncio.sleep(0.3)
+        held = b.pending_count()  # nothing is marked while the down sink has not taken it
+        down.up = True
+        await until(lambda: b.pending_count() == 0, 10, "the standby to see every batch marked")
+        await a.master.wait_settled()
+        for s in (a, b):
+            await s.stop()
+            await s.store.close()  # type: ignore[attr-defined]
+        return good, down, a, b, behind * 1000 + held
+
+    good, down, a, b, figures = asyncio.run(main())
+    assert divmod(figures, 1000) == (50, 50)  # 50 behind on the master, 50 held by the standby
+    expected = [f"b{k}-{i}" for k in range(5) for i in range(10)]
+    assert good.msgs() == expected and down.msgs() == expected and good.ids() == down.ids()
+    assert a.counters.sent == 50 and a.master.behind() == 0
+    assert b.counters.handed_over["rescued"] == 0
+
+
+def test_a_master_that_steps_down_with_batches_a_down_sink_held_up_hands_them_back(
+    redis: RedisServer,
+) -> None:
+    """The master's sink is down; the standby is promoted (its sinks up). What the old master's
+    down sink held up is handed back to its standby side at once (not after a backoff), and the new
+    master forwards it: its sink gets every event, and under the ids the old master's other sink has."""
+
+    async def main() -> tuple[ListSink, ListSink, DownUntil, HaStage, float]:
+        good, down, forwarder = two_sinks("a")
+        a = HaStage("a", RedisStore(RedisSettings(port=redis.port)), forwarder, Mode.EXACT, 30.0,
+                    lease(Role.MASTER), grace=0.3, check_after=0.05)
+        b_sink = ListSink()
+        b = stage(redis, "b", Role.STANDBY, b_sink, grace=0.3, check_after=0.05)
+        for s in (a, b):
+            s.start()
+        for k in range(3):
+            batch = [ev(f"b{k}-{i}") for i in range(10)]
+            await a.handle(batch)
+            await b.handle(batch)
+        await until(lambda: len(good.lines) == 30 and a.master.behind() == 30, 5,
+                    "the sink that is up to take every batch, the down one none")
+        await asyncio.sleep(0.5)  # the down sink in a longer backoff
+        started = time.monotonic()
+        await RedisStore(RedisSettings(port=redis.port)).raise_epoch(2, "b")
+        b.lease = lease(Role.MASTER, 2)
+        a.step_down_at(2)
+        await asyncio.wait_for(a.master.wait_settled(), 5)
+        handed_back_in = time.monotonic() - started
+        await until(lambda: len(b_sink.lines) >= 30, 10, "the new master to forward what it held")
+        await asyncio.sleep(0.3)
+        for s in (a, b):
+            await s.stop()
+            await s.store.close()  # type: ignore[attr-defined]
+        return good, b_sink, down, a, handed_back_in
+
+    good, b_sink, down, a, handed_back_in = asyncio.run(main())
+    assert handed_back_in < 0.5, handed_back_in
+    assert not down.lines and a.master.behind() == 0
+    assert sorted(b_sink.msgs()) == sorted(f"b{k}-{i}" for k in range(3) for i in range(10))
+    assert sorted(b_sink.ids()) == sorted(good.ids())
