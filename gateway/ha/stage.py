@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 _NUMBER_CHUNK = 8192  # held events numbered in one store call
 _RECONCILE_EVERY = 0.1  # seconds between two checks of the pending buffer
 _RECLAIM_EVERY = 5.0  # seconds between two looks for rescue entries a gone master had read
+_HAND_OVER_AT_START = 2.0  # seconds a start waits for its spool to be on the rescue stream
 
 
 class HaStage:
@@ -464,21 +465,42 @@ class HaStage:
         return chosen
 
     async def recover_spool(self) -> int:
-        """Hand what the spool kept from a previous run to the master; raise this node's counters past it."""
+        """Hand what the spool kept from a previous run to the master (raising this node's counters
+        past it); the number of events. Returns once they are on the rescue stream, or after
+        `_HAND_OVER_AT_START` seconds with the rest going on in the background (a spool that held
+        a down sink's backlog can be larger than the stream: the master makes room as it takes
+        them). The spool keeps them until all are on the stream."""
         if self.spool is None:
             return 0
         entries = self.spool.recover()
         if not entries:
             return 0
-        ids = [decode_rescue(e)[2] for e in entries]
-        await self.store.count_ids(self.node, ids, self.window)
-        try:
-            async with asyncio.timeout(10.0):
-                await self._put_on_rescue_stream(entries)
-        except TimeoutError:
-            raise StoreError("the rescue stream stayed full; the spool is kept", "rescue_full") from None
-        self.spool.release_kept()
+        task = asyncio.get_running_loop().create_task(self._hand_over_kept(entries))
+        done, _ = await asyncio.wait({task}, timeout=_HAND_OVER_AT_START)
+        if not done:
+            log.warning("handing %d spooled events of the last run to the master in the background",
+                        len(entries))
+            self._tasks.append(task)
         return len(entries)
+
+    async def _hand_over_kept(self, entries: Sequence[bytes]) -> None:
+        assert self.spool is not None
+        ids = [decode_rescue(e)[2] for e in entries]
+        counted = put = 0
+        while put < len(entries) and not self._closing:
+            try:
+                while counted < len(ids):
+                    await self.store.count_ids(self.node, ids[counted : counted + 4096], self.window)
+                    counted += 4096
+                put += await self.store.rescue_add(entries[put : put + 1024])
+            except StoreError as exc:
+                self._store_trouble(exc, "handing the spool over")
+                await asyncio.sleep(1.0)
+                continue
+            if put < len(entries):
+                await asyncio.sleep(0.2)  # the stream is full: the master makes room
+        if put >= len(entries):
+            self.spool.release_kept()
 
     async def _put_on_rescue_stream(self, entries: Sequence[bytes]) -> None:
         """Add every entry, waiting while the stream is full (the caller bounds the wait)."""
@@ -540,7 +562,7 @@ class HaStage:
     def start(self) -> None:
         """Start the standby loop and the rescue loop."""
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._standby_loop()), loop.create_task(self._rescue_loop())]
+        self._tasks += [loop.create_task(self._standby_loop()), loop.create_task(self._rescue_loop())]
 
     async def keep_store(self) -> None:
         """Mark the store's data set as this pair's, so that losing it later shows (`write_back`);

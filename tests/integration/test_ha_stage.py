@@ -12,7 +12,7 @@ from dedup.redis import RedisSettings, RedisStore
 from gateway.forward import Forwarder
 from gateway.ha import HaStage, Role, encode_rescue
 from gateway.spool import Spool
-from tests.integration.ha_parts import StuckSink, ev, lease, stage
+from tests.integration.ha_parts import StuckSink, ev, lease, stage, until
 from tests.memory_sink import ListSink
 from tests.redis_servers import RedisServer
 
@@ -312,3 +312,41 @@ def test_the_highest_epoch_seen_is_kept_on_disk_and_a_restart_starts_from_it(
         return int(kept.read_text()), again.lease.epoch
 
     assert asyncio.run(main()) == (7, 7)
+
+
+def test_a_spool_larger_than_the_rescue_stream_is_handed_over_without_failing_the_start(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """A spool that held a down sink's backlog can hold more than the rescue stream takes: the
+    restart waited 10 s for room, then failed ("cannot take the role"). Now the start goes on and
+    the hand-over finishes in the background as the master takes the entries."""
+
+    async def main() -> tuple[int, float, ListSink, bool]:
+        a = stage(redis, "a", Role.MASTER, ListSink(), Spool(tmp_path / "spool-a"))
+        events = [ev(f"kept-{i}") for i in range(300)]
+        fps = [fingerprint(e) for e in events]
+        ids, _ = await a.store.claim("a", fps, Mode.EXACT, 30.0, time.time())
+        assert a.spool is not None
+        a.spool.append([encode_rescue(e, f, i) for e, f, i in zip(events, fps, ids, strict=True)])
+        a.spool.close()  # killed: the batch was never acknowledged
+        await a.store.close()
+        sink_b = ListSink()
+        b = stage(redis, "b", Role.MASTER, sink_b, epoch=2)
+        small = RedisStore(RedisSettings(port=redis.port, rescue_maxlen=100))
+        a2 = HaStage("a", small, Forwarder("a", ListSink()), Mode.EXACT, 30.0, lease(Role.STANDBY, 2),
+                     spool=Spool(tmp_path / "spool-a"))
+        started = time.monotonic()
+        handed = await a2.recover_spool()
+        took = time.monotonic() - started
+        b.start()
+        await until(lambda: len(sink_b.lines) == 300, 10, "the master to forward the whole spool")
+        await until(lambda: not (tmp_path / "spool-a.1").exists(), 5, "the kept segment to be released")
+        for s in (a2, b):
+            await s.stop()
+            await s.store.close()  # type: ignore[attr-defined]
+        return handed, took, sink_b, (tmp_path / "spool-a.1").exists()
+
+    handed, took, sink_b, kept = asyncio.run(main())
+    assert handed == 300 and took < 3.0, took
+    assert sorted(sink_b.msgs()) == sorted(f"kept-{i}" for i in range(300))
+    assert not kept
