@@ -35,6 +35,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hdrh.histogram import HdrHistogram
+
 from dedup import Deduplicator
 from formats import Event
 from gateway._ratelog import RateLimited
@@ -65,6 +67,7 @@ class Stage(Protocol):
 
 _ANY = SinkConfig(type="any")
 _RESEND_CHUNK = 4096  # spooled events forwarded again at start, per forward
+_LATENCY_MAX_US = 3_600_000_000  # an hour: longer latencies count as an hour
 
 
 class Delivery:
@@ -141,6 +144,8 @@ class Forwarder:
             lane.sink.counters.backlog = lambda lane=lane: (lane.events, lane.oldest(time.monotonic()))
         self._changed = asyncio.Event()  # a lane finished a parcel, or began or stopped failing
         self._nudged = asyncio.Event()  # ends every backoff now (see `nudge`)
+        # Microseconds from an event's receipt until every sink took it (see `latency_gauges`).
+        self.latency = HdrHistogram(1, _LATENCY_MAX_US, 3)
 
     def _render(self, events: Sequence[Event], fps: Sequence[str], ids: Sequence[str]) -> list[Outgoing]:
         node, epoch = self.node, self.epoch
@@ -175,6 +180,8 @@ class Forwarder:
             if part:
                 parts.append((lane, part))
         delivery = Delivery([lane.number for lane, _ in parts], on_sink)
+        first, last, n = events[0].received_at, events[-1].received_at, len(events)
+        delivery.done.add_done_callback(lambda _: self._took(first, last, n))
         now = time.monotonic()
         for lane, part in parts:
             await self._make_room(lane, len(part))
@@ -184,6 +191,21 @@ class Forwarder:
             if lane.worker is None:
                 lane.worker = asyncio.get_running_loop().create_task(self._run_lane(lane))
         return delivery
+
+    def _took(self, first: float, last: float, n: int) -> None:
+        """A batch is forwarded: its events' latency, as that of its first and of its last event
+        (a batch spans at most the pipeline's flush interval)."""
+        now, record = time.time(), self.latency.record_value
+        record(min(max(int((now - first) * 1e6), 1), _LATENCY_MAX_US), n - n // 2)
+        if n > 1:
+            record(min(max(int((now - last) * 1e6), 1), _LATENCY_MAX_US), n // 2)
+
+    def latency_gauges(self) -> dict[str, float]:
+        """p50, p99 and p999 of the forwarding latency since start, in seconds, and its count."""
+        h = self.latency
+        return {"forward_latency_events": h.get_total_count(),
+                **{f"forward_latency_{name}_seconds": h.get_value_at_percentile(pct) / 1e6
+                   for name, pct in (("p50", 50.0), ("p99", 99.0), ("p999", 99.9))}}
 
     async def settled(self, delivery: Delivery) -> None:
         """Until `delivery` is done, or every lane it still waits for is failing (retrying)."""

@@ -58,7 +58,8 @@ class Node:
                 "spool.path", config.spool.path, config.spool.fsync, config.spool.fsync_interval))
         p = config.pipeline
         self.pipeline = Pipeline(
-            config.node.name, self.stage, self.quarantine, p.batch_size, p.flush_ms, p.max_queued
+            config.node.name, self.stage, self.quarantine, p.batch_size, p.flush_ms, p.max_queued,
+            p.max_queue_ms,
         )
         self.receivers: list[Receiver] = [
             build_receiver(rc, self.pipeline.intake(name, get_parser(rc.format), rc.type))
@@ -96,7 +97,11 @@ class Node:
 
     def metrics(self) -> bytes:
         """The Prometheus exposition of the node."""
-        return metrics.exposition(self.counters(), self.pipeline.gauges)
+        return metrics.exposition(self.counters(), self.gauges)
+
+    def gauges(self) -> dict[str, float]:
+        """The pipeline's and the stage's figures, and the forwarding latency."""
+        return {**self.pipeline.gauges(), **self.forwarder.latency_gauges()}
 
     def status(self) -> dict[str, Any]:
         """What `/status` shows: identity, uptime, components, gauges."""
@@ -107,7 +112,7 @@ class Node:
             "dedup": {"mode": self.config.dedup.mode, "window": self.config.dedup.window,
                       "store": self.config.dedup.store},
             "components": {c.component: c.snapshot() for c in self.counters()},
-            "gauges": self.pipeline.gauges(),
+            "gauges": self.gauges(),
         }
 
     def healthy(self) -> bool:

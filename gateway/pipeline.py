@@ -5,8 +5,12 @@ An intake hands its list to the pipeline as a batch when it is full or when
 the flush timer fires, whichever comes first. A single worker task takes
 batches in order and runs the stages on the whole batch (parse here, then the `Stage`); it yields to the
 loop after every batch so that receiving goes on while it works. The queue
-between the two is bounded in events: a batch that does not fit is shed and
-counted against its receiver (invariant 5).
+between the two is bounded in events and in time: a batch that does not fit
+within `max_queued` events, or that would take the worker longer than
+`max_queue_ms` to reach (the queue's events times the worker's recent time per
+event, a moving average over the batches it handled), is shed and counted
+against its receiver (invariant 5): at a rate the node cannot sustain it
+sheds instead of holding seconds of queue.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class Pipeline:
         batch_size: int,
         flush_ms: float,
         max_queued: int,
+        max_queue_ms: float = 1000.0,
     ) -> None:
         self.node = node
         self.stage = stage
@@ -110,6 +115,8 @@ class Pipeline:
         self.batch_size = batch_size
         self.flush_interval = flush_ms / 1000.0
         self.max_queued = max_queued
+        self.max_queue_age = max_queue_ms / 1000.0
+        self._per_event = 0.0  # seconds the worker took per event, moving average over batches
         self.intakes: list[Intake] = []
         self.queued = 0
         self._queue: deque[Batch] = deque()
@@ -137,7 +144,8 @@ class Pipeline:
     def submit(self, batch: Batch) -> bool:
         """Queue `batch`, or shed it when the queue is full; False if shed."""
         n = len(batch)
-        if self.queued + n > self.max_queued or self._stopping:
+        if self.queued + n > self.max_queued or self._stopping or (
+                self.queued and self.queued * self._per_event > self.max_queue_age):
             batch.source.counters.dropped["shed"] += n
             if batch.done is not None and not batch.done.done():
                 batch.done.set_result(None)
@@ -161,10 +169,14 @@ class Pipeline:
                 continue
             batch = queue.popleft()
             n = len(batch)
+            began = time.monotonic()
             try:
                 await self._process(batch)
             finally:
                 self.queued -= n
+                if n:
+                    took = (time.monotonic() - began) / n
+                    self._per_event = took if not self._per_event else self._per_event * 0.7 + took * 0.3
                 if batch.done is not None and not batch.done.done():
                     batch.done.set_result(None)
             # Let the receivers read their sockets before the next batch.

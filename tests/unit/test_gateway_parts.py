@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from pathlib import Path
 
 import orjson
@@ -100,6 +101,50 @@ def test_pipeline_sheds_batches_past_its_queue_limit_and_counts_them(tmp_path: P
     p = asyncio.run(main())
     c = p.intakes[0].counters
     assert c.dropped["shed"] == 12 and p.stage.counters.sent == 8
+
+
+def test_pipeline_sheds_new_input_while_its_oldest_batch_waited_longer_than_max_queue_ms(
+    tmp_path: Path,
+) -> None:
+    """At a rate the stage cannot sustain (a batch every 10 ms, 100 ms each to handle) the queue held
+    every batch offered (its count bound is far), so the last waited seconds; bounded by time,
+    once the worker's pace is known (the first batch queued before it was is worked off), what is
+    handled waited about max_queue_ms plus one batch at most, and the rest is shed, counted."""
+
+    class Slow:
+        counters = Counters("slow", "stage")
+
+        def __init__(self) -> None:
+            self.waited: list[float] = []
+
+        async def handle(self, events: list[Event]) -> None:
+            self.waited.append(time.time() - events[0].received_at)
+            await asyncio.sleep(0.1)
+
+        def gauges(self) -> dict[str, float]:
+            return {}
+
+    async def main() -> tuple[Pipeline, Slow]:
+        stage = Slow()
+        p = Pipeline("n", stage, Quarantine(str(tmp_path / "q"), 10_000), batch_size=4, flush_ms=1.0,
+                     max_queued=100_000, max_queue_ms=150.0)
+        intake = p.intake("r", Parser(), "udp")
+        p.start()
+        started = time.monotonic()
+        i = 0
+        while time.monotonic() - started < 3.0:
+            for j in range(4):
+                intake.add(b"%d-%d" % (i, j), ("h", 1))
+            i += 1
+            await asyncio.sleep(0.01)
+        await p.stop()
+        return p, stage
+
+    p, stage = asyncio.run(main())
+    shed = p.intakes[0].counters.dropped["shed"]
+    assert shed > 500, shed
+    late = stage.waited[len(stage.waited) // 2 :]
+    assert max(late) < 0.15 + 0.1 + 0.15, stage.waited  # the bound, one batch, slack
 
 
 def test_exposition_has_every_component_and_gauge() -> None:

@@ -148,3 +148,22 @@ def test_an_unknown_overflow_policy_is_a_config_error_naming_the_key(overflow: s
     with pytest.raises(ConfigError) as caught:
         config_from_dict({"sinks": {"x": {"type": "jsonl", "path": "-", "overflow": overflow}}}, FORMATS)
     assert caught.value.key == "sinks.x.overflow"
+
+
+def test_the_forwarding_latency_is_recorded_per_event_until_every_sink_took_it() -> None:
+    async def main() -> dict[str, float]:
+        down = Down("down")
+        f = Forwarder("n", [named("good"), down], configs=[_QUICK, _QUICK])
+        evs, fps, ids = events("b", 10)
+        delivery = await f.submit(evs, fps, ids)
+        await asyncio.sleep(0.3)
+        assert f.latency_gauges()["forward_latency_events"] == 0  # not taken by every sink yet
+        down.up = True
+        await asyncio.wait_for(delivery.done, 5)
+        await asyncio.sleep(0)
+        await f.close()
+        return f.latency_gauges()
+
+    gauges = asyncio.run(main())
+    assert gauges["forward_latency_events"] == 10
+    assert 0.3 <= gauges["forward_latency_p50_seconds"] <= gauges["forward_latency_p999_seconds"] < 2.0
