@@ -170,6 +170,10 @@ def counters_from_metrics(text: str, receiver: str) -> TargetCounters:
             "kernel_drops_metric": kernel,
             "dropped_by_component_reason": by_labels(samples, _DROPPED, ("component", "reason")),
             "errors_by_component_reason": by_labels(samples, _ERRORS, ("component", "reason")),
+            # From receipt until every sink took the event: the node's own HdrHistogram.
+            "forward_latency_ms": {
+                name: None if (v := pick_total(samples, (f"trapgate_forward_latency_{name}_seconds",)))
+                is None else round(v * 1000.0, 3) for name in ("p50", "p99", "p999")},
         },
     )
 

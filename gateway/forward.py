@@ -9,8 +9,10 @@ dropped by a failure). Two ways in:
   acknowledged its part: a pair's master, which marks a batch forwarded only
   then, one batch at a time.
 * `submit` puts a batch in each sink's lane and returns once every lane has
-  room for it; each lane's worker sends its queue in order, so one sink that
-  is down does not hold up the others. A lane holds at most `backlog` events;
+  room for it; each lane's worker sends its queue in order. `settled` then
+  waits until every lane took it or the lanes that have not are failing
+  (retrying with backoff): the sinks that work set the pace, and one sink
+  that is down does not hold up the others. A lane holds at most `backlog` events;
   when it is full, `overflow` decides: `block` makes `submit` wait (the
   pipeline's queue fills and the receivers shed, counted), `drop_oldest`
   drops the oldest batch that is not being sent (counted as
@@ -354,7 +356,8 @@ class DedupStage:
         self.counters = Counters("dedup", "stage")
 
     async def handle(self, events: list[Event]) -> None:
-        """Claim `events` and submit the ones this node won (returns once the lanes have room)."""
+        """Claim `events` and submit the ones this node won; returns once every sink took them, or
+        the sinks that have not are failing (retrying: their lanes keep them)."""
         counters = self.counters
         counters.received += len(events)
         fps, ids, won = await self.dedup.decide(events)
@@ -371,6 +374,8 @@ class DedupStage:
         delivery.done.add_done_callback(lambda _: self._count(delivery, len(events)))
         if spool is not None:
             spool.sync_if_due()
+        # The pace of the sinks that take what they get (a sink that is down holds nothing up).
+        await self.forwarder.settled(delivery)
 
     def _count(self, delivery: Delivery, n: int) -> None:
         """Sent once every sink that takes them has; a sink's overflow drop counts here too."""
