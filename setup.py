@@ -10,5 +10,7 @@ setup(
     ext_modules=[
         Extension("gateway.receivers._recvmmsg", ["gateway/receivers/_recvmmsg.c"], optional=True,
                   extra_compile_args=["-O2", "-Wall", "-Wextra"]),
+        Extension("formats._syslog_fast", ["formats/_syslog_fast.c"], optional=True,
+                  extra_compile_args=["-O2", "-Wall", "-Wextra"]),
     ],
 )

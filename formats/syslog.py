@@ -12,12 +12,18 @@ is parsed strictly. RFC 3164 is parsed leniently, as its section 4.3 asks:
 a receiver cannot refuse what a device already sent, so anything with a valid
 PRI, or none, is an event. Trailing LF, CR and NUL are framing, not content;
 they are cut first, so they never reach `Event.identity`.
+
+Where the compiled module `formats._syslog_fast` was built (and TRAPGATE_PURE
+is not set), a parser's `parse` is that module's: it builds the Event of a
+well-formed RFC 5424 message with a nil STRUCTURED-DATA itself and hands
+anything else to `SyslogParser.parse`, the Python twin it is tested against.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from formats._base import Event, FormatError, IdentityPart, Peer, register
 from formats._syslog_sd import StructuredData, parse_structured_data
@@ -108,6 +114,12 @@ class SyslogParser:
     """
 
     name = "syslog"
+
+    def __init__(self) -> None:
+        fast = _fast_path()
+        if fast is not None:
+            fast.set_fallback(SyslogParser.parse.__get__(self))
+            self.parse = fast.parse  # type: ignore[method-assign]
 
     def parse(self, data: bytes, peer: Peer, received_at: float) -> Event:
         """Return the event in one syslog message, or raise `FormatError`."""
@@ -216,6 +228,17 @@ class SyslogParser:
             "protocol": "rfc5424",
         }
         return Event("syslog", peer, received_at, fields, data, identity)
+
+
+def _fast_path() -> Any:
+    """The compiled module, or None (not built, or TRAPGATE_PURE set)."""
+    if os.environ.get("TRAPGATE_PURE"):
+        return None
+    try:
+        from formats import _syslog_fast
+    except ImportError:
+        return None
+    return _syslog_fast
 
 
 register(SyslogParser())

@@ -54,6 +54,7 @@ main=$?
 if [ "$main" -eq 0 ]; then
     echo "--- the receivers on the pure-Python path ---"
     TRAPGATE_PURE=1 .venv/bin/python -m pytest -p no:cacheprovider tests/unit/test_udp_batch.py \
+        tests/unit/test_syslog.py tests/unit/test_syslog_fast.py \
         tests/integration/test_syslog_clients.py tests/integration/test_snmp_clients.py \
         tests/integration/test_custom_http.py
     main=$?

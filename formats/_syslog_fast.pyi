@@ -1,0 +1,6 @@
+from collections.abc import Callable
+
+from formats._base import Event, Peer
+
+def parse(data: bytes, peer: Peer, received_at: float) -> Event: ...
+def set_fallback(parse: Callable[[bytes, Peer, float], Event]) -> None: ...
