@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from gateway.errors import SinkError
 from gateway.metrics import Counters
 from gateway.sinks import Outgoing
 
@@ -35,3 +36,17 @@ class ListSink:
 
     def ids(self) -> list[str]:
         return [orjson.loads(line)["id"] for line in self.lines]
+
+
+class DownUntil(ListSink):
+    """A sink named `name` that refuses every write until `up` is set (its destination is down)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.counters.component = name
+        self.up = False
+
+    async def write(self, lines: list[bytes]) -> None:
+        if not self.up:
+            raise SinkError("the manager is down")
+        self.lines += lines

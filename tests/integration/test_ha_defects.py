@@ -25,7 +25,7 @@ from gateway.ha import HaStage, Lease, Role
 from gateway.roles import Roles
 from gateway.spool import Spool
 from tests.integration.ha_parts import SlowFor, StuckSink, ev, ids_in_store, lease, stage, until
-from tests.memory_sink import ListSink
+from tests.memory_sink import DownUntil, ListSink
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -671,25 +671,25 @@ def test_a_master_sends_a_batch_only_once_the_replica_holds_its_claim(tmp_path: 
         assert not a.master.replica_lagging  # confirmed within replica_wait
 
 
-class DownUntil(ListSink):
-    """Refuses every write until `up` is set."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.counters.component = name
-        self.up = False
-
-    async def write(self, lines: list[bytes]) -> None:
-        if not self.up:
-            raise SinkError("the manager is down")
-        self.lines += lines
-
-
-def two_sinks(node: str) -> tuple[ListSink, DownUntil, Forwarder]:
+async def a_master_with_a_down_sink(redis: RedisServer, batches: int, grace: float,
+                                   ) -> tuple[ListSink, DownUntil, HaStage, ListSink, HaStage]:
+    """Master a with two sinks, `good` and `down` (its destination down), standby b; both started
+    and given the same `batches` of 10 events."""
     good, down = ListSink(), DownUntil("down")
     good.counters.component = "good"
     config = SinkConfig("list", retry_initial=0.02, retry_max=0.1)
-    return good, down, Forwarder(node, [good, down], configs=[config, config])
+    a = HaStage("a", RedisStore(RedisSettings(port=redis.port)),
+                Forwarder("a", [good, down], configs=[config, config]), Mode.EXACT, 30.0,
+                lease(Role.MASTER), grace=grace, check_after=0.05)
+    b_sink = ListSink()
+    b = stage(redis, "b", Role.STANDBY, b_sink, grace=grace, check_after=0.05)
+    for s in (a, b):
+        s.start()
+    for k in range(batches):
+        batch = [ev(f"b{k}-{i}") for i in range(10)]
+        await a.handle(batch)
+        await b.handle(batch)
+    return good, down, a, b_sink, b
 
 
 def test_a_masters_sink_that_is_down_holds_up_no_other_and_its_batches_are_marked_once_it_took_them(
@@ -700,16 +700,7 @@ def test_a_masters_sink_that_is_down_holds_up_no_other_and_its_batches_are_marke
     once it took them; the standby holds its copies until then, and nothing is forwarded twice."""
 
     async def main() -> tuple[ListSink, DownUntil, HaStage, HaStage, int]:
-        good, down, forwarder = two_sinks("a")
-        a = HaStage("a", RedisStore(RedisSettings(port=redis.port)), forwarder, Mode.EXACT, 30.0,
-                    lease(Role.MASTER), grace=5.0, check_after=0.05)
-        b = stage(redis, "b", Role.STANDBY, ListSink(), grace=5.0, check_after=0.05)
-        for s in (a, b):
-            s.start()
-        for k in range(5):
-            batch = [ev(f"b{k}-{i}") for i in range(10)]
-            await a.handle(batch)
-            await b.handle(batch)
+        good, down, a, _, b = await a_master_with_a_down_sink(redis, 5, grace=5.0)
         await until(lambda: len(good.lines) == 50, 5, "the sink that is up to take every batch")
         await until(lambda: b.pending_count() == 50, 5, "the standby to hold its copies")
         behind = a.master.behind()
@@ -739,17 +730,7 @@ def test_a_master_that_steps_down_with_batches_a_down_sink_held_up_hands_them_ba
     master forwards it: its sink gets every event, and under the ids the old master's other sink has."""
 
     async def main() -> tuple[ListSink, ListSink, DownUntil, HaStage, float]:
-        good, down, forwarder = two_sinks("a")
-        a = HaStage("a", RedisStore(RedisSettings(port=redis.port)), forwarder, Mode.EXACT, 30.0,
-                    lease(Role.MASTER), grace=0.3, check_after=0.05)
-        b_sink = ListSink()
-        b = stage(redis, "b", Role.STANDBY, b_sink, grace=0.3, check_after=0.05)
-        for s in (a, b):
-            s.start()
-        for k in range(3):
-            batch = [ev(f"b{k}-{i}") for i in range(10)]
-            await a.handle(batch)
-            await b.handle(batch)
+        good, down, a, b_sink, b = await a_master_with_a_down_sink(redis, 3, grace=0.3)
         await until(lambda: len(good.lines) == 30 and a.master.behind() == 30, 5,
                     "the sink that is up to take every batch, the down one none")
         await asyncio.sleep(0.5)  # the down sink in a longer backoff

@@ -39,6 +39,7 @@ class Destination:
     arrival order (id None where the destination does not show it)."""
 
     format = "syslog"
+    server: Any  # with start() and stop()
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -47,10 +48,10 @@ class Destination:
         raise NotImplementedError
 
     def start(self) -> None:
-        raise NotImplementedError
+        self.server.start()
 
     def stop(self) -> None:
-        raise NotImplementedError
+        self.server.stop()
 
     def got(self) -> list[tuple[int, str | None]]:
         raise NotImplementedError
@@ -66,12 +67,6 @@ class ToRsyslog(Destination):
 
     def table(self) -> dict[str, Any]:
         return {"type": "syslog", "address": self.server.address, "transport": "tcp", "rewrite": True}
-
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
 
     def got(self) -> list[tuple[int, str | None]]:
         out = []
@@ -94,12 +89,6 @@ class ToSnmptrapd(Destination):
         return {"type": "snmp", "address": self.server.address, "inform": True, "inform_timeout": 0.3,
                 "inform_retries": 1, "timeout": 2.0, "engine_boots_file": str(self.workdir / "boots")}
 
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
     def got(self) -> list[tuple[int, str | None]]:
         out: list[tuple[int, str | None]] = []
         for n in self.server.notifications():
@@ -117,12 +106,6 @@ class ToHttp(Destination):
 
     def table(self) -> dict[str, Any]:
         return {"type": "http", "url": f"http://127.0.0.1:{self.server.port}/"}
-
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
 
     def got(self) -> list[tuple[int, str | None]]:
         return [(int(_MARK.search(e["msg"])[1]), e["id"])  # type: ignore[index]
@@ -158,12 +141,6 @@ class ToRedisStream(Destination):
     def table(self) -> dict[str, Any]:
         return {"type": "redis-stream", "url": self.server.url, "stream": "events", "connect_timeout": 0.5}
 
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
     def got(self) -> list[tuple[int, str | None]]:
         with self.server.client(decode_responses=True) as c:
             return [(int(_MARK.search(fields["msg"])[1]), fields["id"])  # type: ignore[index]
@@ -178,12 +155,6 @@ class ToNats(Destination):
     def table(self) -> dict[str, Any]:
         return {"type": "nats", "servers": [self.server.url], "subject": "tg.{format}", "stream": "TG",
                 "create": True, "connect_timeout": 0.5, "reconnect_wait": 0.2}
-
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
 
     def got(self) -> list[tuple[int, str | None]]:
         out: list[tuple[int, str | None]] = []

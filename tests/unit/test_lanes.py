@@ -13,27 +13,13 @@ import pytest
 from dedup import Deduplicator, MemoryStore, Mode
 from formats import Event
 from gateway.config import SinkConfig, config_from_dict
-from gateway.errors import ConfigError, SinkError
+from gateway.errors import ConfigError
 from gateway.forward import DedupStage, Forwarder
 from gateway.spool import Spool
-from tests.memory_sink import ListSink
+from tests.memory_sink import DownUntil, ListSink
 from tests.unit.test_config import FORMATS
 
 _QUICK = SinkConfig(type="any", retry_initial=0.01, retry_max=0.02)
-
-
-class Down(ListSink):
-    """Refuses every send until `up` is set."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.counters.component = name
-        self.up = False
-
-    async def write(self, lines: list[bytes]) -> None:
-        if not self.up:
-            raise SinkError("the manager is down")
-        self.lines += lines
 
 
 def named(name: str) -> ListSink:
@@ -57,7 +43,7 @@ async def until(condition: object, timeout: float = 5.0) -> None:
 
 def test_a_sink_that_is_down_holds_up_no_other_and_gets_everything_once_back() -> None:
     async def main() -> None:
-        good, down = named("good"), Down("down")
+        good, down = named("good"), DownUntil("down")
         f = Forwarder("n", [good, down], configs=[_QUICK, _QUICK])
         deliveries = [await f.submit(*events(f"b{k}-", 10)) for k in range(5)]
         await until(lambda: len(good.lines) == 50)
@@ -74,7 +60,7 @@ def test_a_sink_that_is_down_holds_up_no_other_and_gets_everything_once_back() -
 
 def test_a_full_lane_that_blocks_makes_submit_wait_until_it_has_room() -> None:
     async def main() -> None:
-        down = Down("down")
+        down = DownUntil("down")
         f = Forwarder("n", [down], configs=[dataclasses.replace(_QUICK, backlog=25)])
         for k in range(2):
             await f.submit(*events(f"b{k}-", 10))
@@ -91,7 +77,7 @@ def test_a_full_lane_that_blocks_makes_submit_wait_until_it_has_room() -> None:
 
 def test_a_full_lane_that_drops_the_oldest_counts_them_and_never_as_sent() -> None:
     async def main() -> None:
-        down = Down("down")
+        down = DownUntil("down")
         f = Forwarder("n", [down], configs=[dataclasses.replace(_QUICK, backlog=25, overflow="drop_oldest")])
         deliveries = [await f.submit(*events("b0-", 10))]
         await asyncio.sleep(0.05)  # b0 is being sent (retried): a batch in flight is never shed
@@ -119,7 +105,7 @@ def test_a_single_node_killed_while_one_sink_is_down_sends_its_spool_only_to_tha
         return DedupStage(dedup, Forwarder("n", sinks, configs=[_QUICK] * len(sinks)), spool)
 
     async def first_run() -> ListSink:
-        good, down = named("good"), Down("down")
+        good, down = named("good"), DownUntil("down")
         s = stage([good, down], Spool(tmp_path / "spool"))
         for k in range(3):
             await s.handle(events(f"b{k}-", 10)[0])
@@ -152,7 +138,7 @@ def test_an_unknown_overflow_policy_is_a_config_error_naming_the_key(overflow: s
 
 def test_the_forwarding_latency_is_recorded_per_event_until_every_sink_took_it() -> None:
     async def main() -> dict[str, float]:
-        down = Down("down")
+        down = DownUntil("down")
         f = Forwarder("n", [named("good"), down], configs=[_QUICK, _QUICK])
         evs, fps, ids = events("b", 10)
         delivery = await f.submit(evs, fps, ids)
