@@ -309,13 +309,16 @@ class Forwarder:
                 async with asyncio.timeout(config.timeout):
                     await sink.send(part)
                 break
-            except (SinkError, TimeoutError) as exc:
+            except Exception as exc:  # past SinkError and TimeoutError: a bug of the sink's
+                if not isinstance(exc, SinkError | TimeoutError):
+                    log.exception("sink %s failed unexpectedly; retrying", counters.component)
                 counters.failed += len(part)
                 failures += 1
                 if not lane.failing:
                     lane.failing = True
                     self._changed.set()
-                reason = "timeout" if isinstance(exc, TimeoutError) else "send"
+                reason = ("timeout" if isinstance(exc, TimeoutError) else
+                          "send" if isinstance(exc, SinkError) else "bug")
                 counters.errors[reason] += 1
                 self.report(logging.ERROR, f"{counters.component}_{reason}", "sink %s: %s; retrying in %.1fs",
                             counters.component, str(exc) or f"no answer within {config.timeout}s", delay)

@@ -153,3 +153,29 @@ def test_the_forwarding_latency_is_recorded_per_event_until_every_sink_took_it()
     gauges = asyncio.run(main())
     assert gauges["forward_latency_events"] == 10
     assert 0.3 <= gauges["forward_latency_p50_seconds"] <= gauges["forward_latency_p999_seconds"] < 2.0
+
+
+def test_a_sink_that_raises_something_unexpected_is_retried_and_its_lane_goes_on() -> None:
+    class Buggy(ListSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        async def write(self, lines: list[bytes]) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("a bug in the sink")
+            self.lines += lines
+
+    async def main() -> Buggy:
+        sink = Buggy()
+        f = Forwarder("n", [sink], configs=[_QUICK])
+        first = await f.submit(*events("a", 3))
+        second = await f.submit(*events("b", 3))
+        await asyncio.wait_for(asyncio.gather(first.done, second.done), 5)
+        await f.close()
+        return sink
+
+    sink = asyncio.run(main())
+    assert sink.msgs() == ["a0", "a1", "a2", "b0", "b1", "b2"]
+    assert sink.counters.errors["bug"] == 1
