@@ -259,7 +259,7 @@ class PipelineConfig:
     batch_size: int = 1024
     flush_ms: float = 5.0
     max_queued: int = 262_144
-    max_queue_ms: float = 1000.0  # new input is shed while the queue would take longer to handle
+    max_queue_ms: float = 0.0  # > 0: new input is shed while the queue would take longer to handle
 
 
 DEFAULT_RECEIVERS = {
@@ -386,7 +386,12 @@ def _validate(config: Config, known_formats: typing.Iterable[str]) -> None:
     _positive("pipeline.batch_size", config.pipeline.batch_size)
     _positive("pipeline.flush_ms", config.pipeline.flush_ms)
     _positive("pipeline.max_queued", config.pipeline.max_queued)
-    _positive("pipeline.max_queue_ms", config.pipeline.max_queue_ms)
+    queue_ms = config.pipeline.max_queue_ms
+    if queue_ms < 0:
+        raise ConfigError("pipeline.max_queue_ms", f"must be 0 (off) or more, not {queue_ms}")
+    if queue_ms and config.dedup.store == "redis":
+        raise ConfigError("pipeline.max_queue_ms", "must be 0 in a pair: through a promotion or a pause "
+                          "it would shed events that only this node received")
     if not config.node.name:
         raise ConfigError("node.name", "must not be empty")
     if config.dedup.store == "redis":

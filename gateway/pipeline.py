@@ -5,12 +5,15 @@ An intake hands its list to the pipeline as a batch when it is full or when
 the flush timer fires, whichever comes first. A single worker task takes
 batches in order and runs the stages on the whole batch (parse here, then the `Stage`); it yields to the
 loop after every batch so that receiving goes on while it works. The queue
-between the two is bounded in events and in time: a batch that does not fit
-within `max_queued` events, or that would take the worker longer than
-`max_queue_ms` to reach (the queue's events times the worker's recent time per
-event, a moving average over the batches it handled), is shed and counted
-against its receiver (invariant 5): at a rate the node cannot sustain it
-sheds instead of holding seconds of queue.
+between the two is bounded in events, and optionally in time: a batch that
+does not fit within `max_queued` events, or (with `max_queue_ms` set) that
+would take the worker longer than that to reach (the queue's events times the
+worker's recent time per event, a moving average over the batches it
+handled), is shed and counted against its receiver (invariant 5). The time
+bound sheds instead of holding seconds of queue at a rate the node cannot
+sustain, but also through a stall it would have caught up from (a pair's
+promotion, a paused process): off by default, and not for a pair, whose
+standby's copies of what it received alone are in that queue.
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ class Pipeline:
         batch_size: int,
         flush_ms: float,
         max_queued: int,
-        max_queue_ms: float = 1000.0,
+        max_queue_ms: float = 0.0,
     ) -> None:
         self.node = node
         self.stage = stage
@@ -145,7 +148,7 @@ class Pipeline:
         """Queue `batch`, or shed it when the queue is full; False if shed."""
         n = len(batch)
         if self.queued + n > self.max_queued or self._stopping or (
-                self.queued and self.queued * self._per_event > self.max_queue_age):
+                self.max_queue_age and self.queued and self.queued * self._per_event > self.max_queue_age):
             batch.source.counters.dropped["shed"] += n
             if batch.done is not None and not batch.done.done():
                 batch.done.set_result(None)

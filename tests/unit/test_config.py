@@ -106,3 +106,13 @@ def test_snmp_receiver_takes_users_communities_and_engine_table() -> None:
     r = c.receivers["t"]
     assert r.format == "snmp" and r.communities == ("public", "ops")
     assert r.users[0].name == "ops" and r.users[0].networks == ("10.0.0.0/8",)
+
+
+def test_a_time_bound_on_the_queue_is_refused_in_a_pair() -> None:
+    pair = {"dedup": {"store": "redis"}, "redis": {"local": "redis://127.0.0.1:1", "peer": "redis://127.0.0.1:2"},
+            "ha": {"token": "t"}}
+    assert config_from_dict({**pair, "pipeline": {"max_queue_ms": 0}}, FORMATS).pipeline.max_queue_ms == 0
+    assert config_from_dict({"pipeline": {"max_queue_ms": 250}}, FORMATS).pipeline.max_queue_ms == 250
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({**pair, "pipeline": {"max_queue_ms": 250}}, FORMATS)
+    assert info.value.key == "pipeline.max_queue_ms" and "pair" in str(info.value)
