@@ -18,7 +18,8 @@ policy makes it survive power loss too: `batch` syncs every record, `interval`
 at most every `fsync_interval` seconds (and from `sync_if_due`, which the node
 calls while idle), `none` leaves it to the kernel. A new segment begins once
 the current one passes `segment_bytes`; a segment whose batches are all
-acknowledged is deleted, so the disk holds about the batches in flight.
+acknowledged is deleted, so the disk holds about the batches in flight and
+what a sink that is down has not taken yet.
 """
 
 from __future__ import annotations

@@ -15,6 +15,13 @@ once the previous one is marked and replicated. So a promoted replica lacks
 at most the one batch in flight, and the spool, acknowledged after the
 replica has the mark, holds exactly that batch after a crash.
 
+The sinks take a batch through their lanes (`gateway.forward`). While one is
+down (retrying), the others go on: the batches it holds up wait in its lane
+and in `_behind`, and are marked in order once it took them, so the
+watermark never covers a batch that sink has not taken; the standby keeps its
+copies until then, and the spool holds them all. On a step-down a lane gives
+what it holds up at once, and it is handed back to the standby side.
+
 When the store cannot be reached the master first holds what it receives
 for `degrade_after` seconds: long enough for a controller to hand the role to
 a standby whose store works, which then forwards each event once under the
