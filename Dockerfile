@@ -1,6 +1,7 @@
 # trapgate node image. The embedded defaults listen on loopback only: mount a
 # config whose addresses are 0.0.0.0 and run `trapgate run -c /etc/trapgate.toml`.
-# The first stage compiles the fast path (gateway/receivers/_recvmmsg.c) into a wheel.
+# The first stage compiles the fast path (gateway/receivers/_recvmmsg.c, formats/_syslog_fast.c)
+# into a wheel.
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
