@@ -179,7 +179,8 @@ class Node:
             async with asyncio.timeout(within):
                 await self.forwarder.drain()
         except TimeoutError:
-            kept = self.single is not None and self.single.spool is not None
+            stage = self.single if self.single is not None else self.roles.stage if self.roles else None
+            kept = stage is not None and stage.spool is not None
             log.error("the sinks did not take %d events within %.1f s of the stop: %s",
                       self.forwarder.backlog(), within,
                       "the spool keeps them for the next start" if kept else "lost (no [spool] path)")
